@@ -1,0 +1,67 @@
+# hybridcloud.migration: `make test` on a fresh clone installs what the tests need and runs them all.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+REPO := $(abspath .)
+BUILD := $(REPO)/.build
+SANITY_ROOT := $(BUILD)/sanity
+SANITY_DIR := $(SANITY_ROOT)/ansible_collections/hybridcloud/migration
+# Downloads and built roots that survive `make clean` and fresh clones (Debian roots, ...).
+export HCM_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hybridcloud-migration
+PYTEST_ARGS ?=
+
+.PHONY: help test deps venv system-packages collections sanity-bootstrap lint sanity units integration clean
+
+help:
+	@echo "make test         install everything needed, then lint, sanity, unit and integration tests"
+	@echo "make deps         only install: virtualenv, Python deps, collections, Debian packages"
+	@echo "make lint | sanity | units | integration   one layer of the test pyramid"
+	@echo "make clean        remove .venv and .build (caches in $(HCM_CACHE_DIR) stay)"
+
+test: deps
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory lint sanity units integration; \
+	echo "make test: all layers passed in $$(( $$(date +%s) - start ))s (after install)"
+
+deps: venv system-packages collections sanity-bootstrap
+
+# The virtualenv is rebuilt only when a requirements file changes.
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt tests/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+system-packages: venv
+	BINDEP=$(BIN)/bindep tests/tools/install_system_packages.sh test
+
+# requirements.yml is satisfied by the copies in the PyPI `ansible` package when they fit its
+# ranges (ansible-galaxy sees them and installs nothing); Galaxy is asked only when they do not.
+collections: venv
+	$(BIN)/ansible-galaxy collection install -r requirements.yml
+
+# ansible-test bootstraps its sanity virtualenvs with a get-pip.py it downloads from a host
+# this network cannot reach; it uses a cached copy when there is one. See the stand-in's docstring.
+sanity-bootstrap:
+	install -D -m 0644 tests/tools/get_pip_standin.py $(HOME)/.ansible/test/cache/get_pip_24_2.py
+
+lint: venv
+	$(BIN)/ansible-lint --offline
+	$(BIN)/antsibull-changelog lint
+
+sanity: venv sanity-bootstrap
+	$(BIN)/python tests/tools/stage_collection.py $(REPO) $(SANITY_ROOT) >/dev/null
+	cd $(SANITY_DIR) && $(BIN)/ansible-test sanity --local --python 3.11 --requirements --color no
+
+units: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv system-packages
+	PATH=$(BIN):$$PATH $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(BUILD) tests/output .ansible
