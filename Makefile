@@ -10,11 +10,14 @@ REPO := $(abspath .)
 BUILD := $(REPO)/.build
 SANITY_ROOT := $(BUILD)/sanity
 SANITY_DIR := $(SANITY_ROOT)/ansible_collections/hybridcloud/migration
+# The checkout, linked where Ansible looks for hybridcloud.migration (lint, pytest, playbooks).
+COLLECTIONS := $(BUILD)/collections
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 # Downloads and built roots that survive `make clean` and fresh clones (Debian roots, ...).
 export HCM_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hybridcloud-migration
 PYTEST_ARGS ?=
 
-.PHONY: help test deps venv system-packages collections sanity-bootstrap lint sanity units integration clean
+.PHONY: help test deps venv system-packages collections collection-link sanity-bootstrap lint sanity units integration clean
 
 help:
 	@echo "make test         install everything needed, then lint, sanity, unit and integration tests"
@@ -27,7 +30,7 @@ test: deps
 	$(MAKE) --no-print-directory lint sanity units integration; \
 	echo "make test: all layers passed in $$(( $$(date +%s) - start ))s (after install)"
 
-deps: venv system-packages collections sanity-bootstrap
+deps: venv system-packages collections collection-link sanity-bootstrap
 
 # The virtualenv is rebuilt only when a requirements file changes.
 venv: $(VENV)/.installed
@@ -44,12 +47,16 @@ system-packages: venv
 collections: venv
 	$(BIN)/ansible-galaxy collection install -r requirements.yml
 
+collection-link:
+	mkdir -p $(COLLECTIONS)/ansible_collections/hybridcloud
+	ln -sfn $(REPO) $(COLLECTIONS)/ansible_collections/hybridcloud/migration
+
 # ansible-test bootstraps its sanity virtualenvs with a get-pip.py it downloads from a host
 # this network cannot reach; it uses a cached copy when there is one. See the stand-in's docstring.
 sanity-bootstrap:
 	install -D -m 0644 tests/tools/get_pip_standin.py $(HOME)/.ansible/test/cache/get_pip_24_2.py
 
-lint: venv
+lint: venv collection-link
 	$(BIN)/ansible-lint --offline
 	$(BIN)/antsibull-changelog lint
 

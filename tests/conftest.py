@@ -12,7 +12,7 @@ import pathlib
 import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-COLLECTIONS_ROOT = REPO / ".build" / "pytest-collections"
+COLLECTIONS_ROOT = REPO / ".build" / "collections"
 
 
 def _link_collection() -> None:

@@ -16,7 +16,7 @@ import sys
 import typing as t
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-COLLECTIONS_ROOT = REPO / ".build" / "pytest-collections"
+COLLECTIONS_ROOT = REPO / ".build" / "collections"
 BIN = pathlib.Path(sys.executable).parent
 
 
