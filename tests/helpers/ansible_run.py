@@ -65,6 +65,12 @@ class Run:
         return self.report.get("stats", {}).get(host, {})
 
 
+class ModuleResult(dict):
+    """A module's result as Ansible reported it, with the whole run in ``.run``."""
+
+    run: Run
+
+
 def _parse(stdout: str) -> dict[str, t.Any]:
     start = stdout.find("{")
     try:
@@ -80,19 +86,21 @@ def run_module(
     check: bool = False,
     verbosity: int = 0,
     env: t.Mapping[str, str] | None = None,
-) -> tuple[dict[str, t.Any], Run]:
-    """Run ``hybridcloud.migration.<module>`` on localhost; return its result and the run."""
+) -> ModuleResult:
+    """Run ``hybridcloud.migration.<module>`` on localhost; return its result (and the run)."""
     argv = [str(BIN / "ansible"), "localhost", "-m", "hybridcloud.migration." + module, "-a", json.dumps(dict(args))]
     if check:
         argv.append("--check")
     if verbosity:
         argv.append("-" + "v" * verbosity)
-    proc = subprocess.run(argv, cwd=REPO, env=ansible_env(env), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(argv, cwd=REPO, env=ansible_env(env), capture_output=True, text=True, timeout=300, check=False)
     run = Run(proc.returncode, proc.stdout, proc.stderr, _parse(proc.stdout))
     results = run.task_results()
     if not results:
         raise AssertionError("ansible printed no result:\n%s" % run.output)
-    return results[0], run
+    result = ModuleResult(results[0])
+    result.run = run
+    return result
 
 
 def run_playbook(
@@ -110,5 +118,5 @@ def run_playbook(
         argv += ["-e", json.dumps(dict(extra_vars))]
     if check:
         argv.append("--check")
-    proc = subprocess.run(argv, cwd=REPO, env=ansible_env(env), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(argv, cwd=REPO, env=ansible_env(env), capture_output=True, text=True, timeout=900, check=False)
     return Run(proc.returncode, proc.stdout, proc.stderr, _parse(proc.stdout))

@@ -201,7 +201,7 @@ class FaultProxy:
                 for name, value in up_headers:
                     if name.lower() not in _REFRAMED:
                         self.send_header(name, value)
-                if not any(n.lower() == "content-length" for n, _ in up_headers):
+                if not any(header[0].lower() == "content-length" for header in up_headers):
                     self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 if method != "HEAD":

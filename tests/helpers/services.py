@@ -349,7 +349,7 @@ class MotoServer(LocalService):
 
     def healthy(self) -> bool:
         try:
-            status, _ = http_request("GET", f"{self.endpoint_url}/moto-api/")
+            status = http_request("GET", f"{self.endpoint_url}/moto-api/")[0]
         except OSError:
             return False
         return status == 200

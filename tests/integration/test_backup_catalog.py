@@ -57,7 +57,7 @@ def info(server, bucket, **extra):
 
 
 def test_written_entry_is_stored_verified_and_named_latest(s3_server, s3_bucket):
-    result, _ = write(s3_server, s3_bucket, labels={"tool": "velero"})
+    result = write(s3_server, s3_bucket, labels={"tool": "velero"})
     assert result.get("failed") is not True, result.get("msg")
     assert result["changed"] is True and result["latest_updated"] is True
     stored = bucket_state(s3_server, s3_bucket)
@@ -72,7 +72,7 @@ def test_written_entry_is_stored_verified_and_named_latest(s3_server, s3_bucket)
         {"kind": "resources", "name": "nightly.tar.gz", "location": "s3://%s/velero/backups/nightly/nightly.tar.gz" % s3_bucket, "check": "size"}
     ]
 
-    seen, _ = info(s3_server, s3_bucket, cluster="onprem", node="worker-1")
+    seen = info(s3_server, s3_bucket, cluster="onprem", node="worker-1")
     assert seen["latest"] == result["entry"]
     [node] = seen["nodes"]
     assert node["latest"]["id"] == result["entry_id"]
@@ -81,13 +81,13 @@ def test_written_entry_is_stored_verified_and_named_latest(s3_server, s3_bucket)
 
 
 def test_latest_moves_to_the_newest_entry_and_listing_finds_every_node(s3_server, s3_bucket):
-    first, _ = write(s3_server, s3_bucket)
-    second, _ = write(s3_server, s3_bucket)
-    other, _ = write(s3_server, s3_bucket, node="worker-2")
-    cluster_wide, _ = write(s3_server, s3_bucket, node=None)
+    first = write(s3_server, s3_bucket)
+    second = write(s3_server, s3_bucket)
+    other = write(s3_server, s3_bucket, node="worker-2")
+    cluster_wide = write(s3_server, s3_bucket, node=None)
     assert second["entry_id"] > first["entry_id"]
 
-    seen, _ = info(s3_server, s3_bucket, include_entries=True)
+    seen = info(s3_server, s3_bucket, include_entries=True)
     by_node = {(n["cluster"], n["node"]): n for n in seen["nodes"]}
     assert set(by_node) == {("onprem", "worker-1"), ("onprem", "worker-2"), ("onprem", "_cluster")}
     assert by_node[("onprem", "worker-1")]["latest"]["id"] == second["entry_id"]
@@ -97,11 +97,11 @@ def test_latest_moves_to_the_newest_entry_and_listing_finds_every_node(s3_server
 
 
 def test_an_older_backup_written_late_does_not_replace_latest(s3_server, s3_bucket):
-    newer, _ = write(s3_server, s3_bucket)
-    older, run = write(s3_server, s3_bucket, created_at="2020-01-01T00:00:00Z")
+    newer = write(s3_server, s3_bucket)
+    older = write(s3_server, s3_bucket, created_at="2020-01-01T00:00:00Z")
     assert older["changed"] is True and older["latest_updated"] is False
-    assert "older than the latest entry" in run.output
-    seen, _ = info(s3_server, s3_bucket, cluster="onprem", node="worker-1", include_entries=True)
+    assert "older than the latest entry" in older.run.output
+    seen = info(s3_server, s3_bucket, cluster="onprem", node="worker-1", include_entries=True)
     assert seen["nodes"][0]["latest"]["id"] == newer["entry_id"]
     assert seen["nodes"][0]["entries"] == [older["entry_id"], newer["entry_id"]]
 
@@ -109,19 +109,19 @@ def test_an_older_backup_written_late_does_not_replace_latest(s3_server, s3_buck
 def test_check_mode_reports_the_change_and_writes_nothing(s3_server, s3_bucket):
     data = {"resources": [put_artifact(s3_server, s3_bucket)]}
     before = bucket_state(s3_server, s3_bucket)
-    result, _ = write(s3_server, s3_bucket, data=data, check=True)
+    result = write(s3_server, s3_bucket, data=data, check=True)
     assert result["changed"] is True and result["latest_updated"] is True
     assert bucket_state(s3_server, s3_bucket) == before
 
 
 def test_rerun_with_the_same_entry_changes_nothing(s3_server, s3_bucket):
     data = {"resources": [put_artifact(s3_server, s3_bucket)]}
-    first, _ = write(s3_server, s3_bucket, data=data, created_at="2026-11-25T01:00:00Z")
+    first = write(s3_server, s3_bucket, data=data, created_at="2026-11-25T01:00:00Z")
     before = bucket_state(s3_server, s3_bucket)
-    again, _ = write(s3_server, s3_bucket, data=data, created_at="2026-11-25T01:00:00Z", entry_id=first["entry_id"])
+    again = write(s3_server, s3_bucket, data=data, created_at="2026-11-25T01:00:00Z", entry_id=first["entry_id"])
     assert again["changed"] is False, again
     assert bucket_state(s3_server, s3_bucket) == before
-    clash, _ = write(s3_server, s3_bucket, data={"resources": []}, created_at="2026-11-25T01:00:00Z", entry_id=first["entry_id"])
+    clash = write(s3_server, s3_bucket, data={"resources": []}, created_at="2026-11-25T01:00:00Z", entry_id=first["entry_id"])
     assert clash["failed"] is True and "already exists with other content" in clash["msg"]
     assert bucket_state(s3_server, s3_bucket) == before
 
@@ -132,18 +132,18 @@ def test_retention_prunes_old_entries_only(s3_server, s3_bucket):
     ids = []
     for days_ago in (40, 30, 20, 2, 1):
         when = (now - dt.timedelta(days=days_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        result, _ = write(s3_server, s3_bucket, data=data, created_at=when)
+        result = write(s3_server, s3_bucket, data=data, created_at=when)
         ids.append(result["entry_id"])
     # Another node's entries are never touched by this node's retention.
-    untouched, _ = write(s3_server, s3_bucket, node="worker-2", data=data, created_at="2020-01-01T00:00:00Z")
+    untouched = write(s3_server, s3_bucket, node="worker-2", data=data, created_at="2020-01-01T00:00:00Z")
 
-    planned, _ = run_module(
+    planned = run_module(
         "backup_catalog",
         dict(s3_args(s3_server, s3_bucket), cluster="onprem", node="worker-1", state="pruned", keep_last=4, max_age="25d"),
         check=True,
     )
     assert planned["changed"] is True and len(planned["pruned"]) == 2
-    pruned, _ = run_module(
+    pruned = run_module(
         "backup_catalog",
         dict(s3_args(s3_server, s3_bucket), cluster="onprem", node="worker-1", state="pruned", keep_last=4, max_age="25d"),
     )
@@ -151,7 +151,7 @@ def test_retention_prunes_old_entries_only(s3_server, s3_bucket):
         "catalog/onprem/worker-1/entries/%s.json" % ids[1],  # older than 25 days
         "catalog/onprem/worker-1/entries/%s.json" % ids[0],  # beyond the newest 4, and old
     ]
-    seen, _ = info(s3_server, s3_bucket, include_entries=True)
+    seen = info(s3_server, s3_bucket, include_entries=True)
     by_node = {n["node"]: n for n in seen["nodes"]}
     assert by_node["worker-1"]["entries"] == ids[2:]
     assert by_node["worker-2"]["entries"] == [untouched["entry_id"]]
@@ -159,7 +159,7 @@ def test_retention_prunes_old_entries_only(s3_server, s3_bucket):
     assert "velero/backups/nightly/nightly.tar.gz" in bucket_state(s3_server, s3_bucket)
 
     # The entry latest points at survives any retention, even when it is too old.
-    old_only, _ = run_module(
+    old_only = run_module(
         "backup_catalog",
         dict(s3_args(s3_server, s3_bucket), cluster="onprem", node="worker-2", state="pruned", keep_last=1, max_age="1d"),
     )
@@ -178,11 +178,11 @@ def test_retention_prunes_old_entries_only(s3_server, s3_bucket):
 def test_storage_dying_mid_write_leaves_latest_on_the_previous_entry(private_s3_server, stop_when, step):
     server = private_s3_server()
     bucket = server.create_bucket("dr-backups")
-    previous, _ = write(server, bucket)
+    previous = write(server, bucket)
     assert previous["latest_updated"] is True
 
     with FaultProxy(server.endpoint_url, rules=[(stop_when, server.stop)]) as proxy:
-        failed, _ = write(server, bucket, data={"resources": [previous["entry"]["data"]["resources"][0]]}, endpoint_url=proxy.endpoint_url)
+        failed = write(server, bucket, data={"resources": [previous["entry"]["data"]["resources"][0]]}, endpoint_url=proxy.endpoint_url)
         assert any(seen.faulted for seen in proxy.seen), "the fault never struck: %s" % proxy.requests
 
     assert failed["failed"] is True
@@ -191,9 +191,9 @@ def test_storage_dying_mid_write_leaves_latest_on_the_previous_entry(private_s3_
     assert "latest entry is unchanged (latest still names entry %s)" % previous["entry_id"] in failed["msg"]
 
     server.restart()
-    seen, _ = info(server, bucket, cluster="onprem", node="worker-1")
+    seen = info(server, bucket, cluster="onprem", node="worker-1")
     assert seen["latest"] == previous["entry"]
     # Re-running after the outage succeeds and moves latest on.
-    retried, _ = write(server, bucket, data={"resources": [previous["entry"]["data"]["resources"][0]]})
+    retried = write(server, bucket, data={"resources": [previous["entry"]["data"]["resources"][0]]})
     assert retried["latest_updated"] is True
-    assert info(server, bucket, cluster="onprem", node="worker-1")[0]["latest"]["id"] == retried["entry_id"]
+    assert info(server, bucket, cluster="onprem", node="worker-1")["latest"]["id"] == retried["entry_id"]

@@ -69,7 +69,11 @@ def client_error(code, status=400):
 @pytest.mark.parametrize(
     "raised, needle, fix",
     [
-        (botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), "Could not reach the S3 endpoint http://127.0.0.1:9", "storage server is up"),
+        (
+            botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9"),
+            "Could not reach the S3 endpoint http://127.0.0.1:9",
+            "storage server is up",
+        ),
         (client_error("NoSuchBucket", 404), "Bucket 'backups' does not exist", "create the bucket"),
         (client_error("InvalidAccessKeyId", 403), "refused the credentials (InvalidAccessKeyId)", "check access_key"),
         (client_error("SignatureDoesNotMatch", 403), "refused the credentials (SignatureDoesNotMatch)", "check access_key"),
