@@ -242,6 +242,39 @@ class CatalogStore:
 
     # -- writing ----------------------------------------------------------------------
 
+    def record(
+        self,
+        cluster: str,
+        node: str | None,
+        data: t.Mapping[str, t.Any] | None,
+        created_at: str | None = None,
+        labels: t.Mapping[str, str] | None = None,
+        entry_id: str | None = None,
+        verify: str = "size",
+        keep_last: int | None = None,
+        max_age: t.Union[str, int, None] = None,
+        check_mode: bool = False,
+    ) -> dict[str, t.Any]:
+        """Write an entry for ``data`` (unless it is None), then apply retention if asked."""
+        now = catalog.utcnow()
+        result: dict[str, t.Any] = {"changed": False, "pruned": []}
+        if data is not None:
+            entry = catalog.build_entry(
+                cluster,
+                node,
+                data,
+                created_at=catalog.parse_time(created_at, "created_at") if created_at else now,
+                labels=labels,
+                entry_id=entry_id,
+            )
+            result.update(self.write(entry, verify=verify, check_mode=check_mode), entry=entry)
+        max_age_seconds = catalog.parse_age(max_age)
+        if keep_last is not None or max_age_seconds is not None:
+            keys = self.keys(catalog.check_name(cluster, "cluster"), node)
+            result["pruned"] = self.prune(keys, keep_last, max_age_seconds, now, check_mode=check_mode)
+            result["changed"] = result["changed"] or bool(result["pruned"])
+        return result
+
     def write(self, entry: dict[str, t.Any], verify: str = "size", check_mode: bool = False) -> dict[str, t.Any]:
         """Write ``entry`` and make it the latest, in the order the module docstring gives.
 

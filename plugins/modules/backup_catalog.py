@@ -167,7 +167,6 @@ pruned:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.hybridcloud.migration.plugins.module_utils import catalog
 from ansible_collections.hybridcloud.migration.plugins.module_utils.catalog_store import CatalogStore, VERIFY_MODES
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
 from ansible_collections.hybridcloud.migration.plugins.module_utils.s3_client import (
@@ -175,29 +174,6 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.s3_client im
     S3Settings,
     make_s3_client,
 )
-
-
-def run(params: dict, check_mode: bool) -> dict:
-    settings = S3Settings.from_params(params)
-    store = CatalogStore(make_s3_client(settings), settings, params["bucket"], params["prefix"])
-    result: dict = {"changed": False, "pruned": []}
-    now = catalog.utcnow()
-    if params["state"] == "present":
-        entry = catalog.build_entry(
-            params["cluster"],
-            params["node"],
-            params["data"],
-            created_at=catalog.parse_time(params["created_at"], "created_at") if params["created_at"] else now,
-            labels=params["labels"],
-            entry_id=params["entry_id"],
-        )
-        result.update(store.write(entry, verify=params["verify"], check_mode=check_mode), entry=entry)
-    keep_last, max_age = params["keep_last"], catalog.parse_age(params["max_age"])
-    if keep_last is not None or max_age is not None:
-        keys = store.keys(catalog.check_name(params["cluster"], "cluster"), params["node"])
-        result["pruned"] = store.prune(keys, keep_last, max_age, now, check_mode=check_mode)
-        result["changed"] = result["changed"] or bool(result["pruned"])
-    return result
 
 
 def main() -> None:
@@ -221,8 +197,22 @@ def main() -> None:
         required_if=[("state", "present", ["data"]), ("state", "pruned", ["keep_last", "max_age"], True)],
         supports_check_mode=True,
     )
+    params = module.params
     try:
-        result = run(module.params, module.check_mode)
+        settings = S3Settings.from_params(params)
+        store = CatalogStore(make_s3_client(settings), settings, params["bucket"], params["prefix"])
+        result = store.record(
+            cluster=params["cluster"],
+            node=params["node"],
+            data=params["data"] if params["state"] == "present" else None,
+            created_at=params["created_at"],
+            labels=params["labels"],
+            entry_id=params["entry_id"],
+            verify=params["verify"],
+            keep_last=params["keep_last"],
+            max_age=params["max_age"],
+            check_mode=module.check_mode,
+        )
     except MigrationError as err:
         module.fail_json(**err.fail_json_kwargs())
     for warning in result.pop("warnings", []):
