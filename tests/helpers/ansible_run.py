@@ -87,8 +87,12 @@ def run_module(
     verbosity: int = 0,
     env: t.Mapping[str, str] | None = None,
 ) -> ModuleResult:
-    """Run ``hybridcloud.migration.<module>`` on localhost; return its result (and the run)."""
-    argv = [str(BIN / "ansible"), "localhost", "-m", "hybridcloud.migration." + module, "-a", json.dumps(dict(args))]
+    """Run ``hybridcloud.migration.<module>`` (or any module given by FQCN) on localhost.
+
+    Returns the module's result, with the whole run in ``.run``.
+    """
+    fqcn = module if "." in module else "hybridcloud.migration." + module
+    argv = [str(BIN / "ansible"), "localhost", "-m", fqcn, "-a", json.dumps(dict(args))]
     if check:
         argv.append("--check")
     if verbosity:
