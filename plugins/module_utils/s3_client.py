@@ -16,6 +16,7 @@ import os
 import typing as t
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
+from ansible_collections.hybridcloud.migration.plugins.module_utils.s3_sigv4 import S3ConnectionError, SigV4Client
 
 try:
     import boto3
@@ -148,6 +149,39 @@ def make_s3_client(settings: S3Settings) -> t.Any:
     return session.client("s3", endpoint_url=settings.endpoint_url, config=config, verify=verify)
 
 
+def make_stdlib_s3_client(settings: S3Settings) -> SigV4Client:
+    """The standard-library client (s3_sigv4) for ``settings``, for hosts without boto3.
+
+    It needs explicit keys: profiles and instance roles are boto3 features.
+    """
+    if not settings.access_key or not settings.secret_key:
+        raise MigrationError(
+            "No S3 access key and secret key were given",
+            "set them (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY); this client cannot use profiles or instance roles",
+        )
+    if settings.addressing_style == "virtual":
+        raise MigrationError(
+            "The standard-library S3 client only does path-style addressing", "set addressing_style to path"
+        )
+    return SigV4Client(
+        settings.endpoint_url or "https://s3.%s.amazonaws.com" % settings.region,
+        settings.access_key,
+        settings.secret_key,
+        region=settings.region,
+        session_token=settings.session_token,
+        max_attempts=settings.max_attempts,
+        timeout=max(settings.connect_timeout, settings.read_timeout),
+        ca_bundle=settings.ca_bundle,
+        validate_certs=settings.validate_certs,
+    )
+
+
+def _is_connection_error(err: BaseException) -> bool:
+    if isinstance(err, S3ConnectionError):
+        return True
+    return HAS_BOTO3 and isinstance(err, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError))
+
+
 def error_code(err: BaseException) -> str:
     """The S3 error code of a botocore ClientError ('' for anything else)."""
     response = getattr(err, "response", None) or {}
@@ -173,7 +207,7 @@ def is_missing(err: BaseException) -> bool:
 def s3_errors(
     settings: S3Settings, doing: str, bucket: str, consequence: str = ""
 ) -> t.Iterator[None]:
-    """Turn botocore failures raised while ``doing`` into MigrationError.
+    """Turn botocore (or s3_sigv4) failures raised while ``doing`` into MigrationError.
 
     ``consequence`` tells the user what state things were left in (for example "the
     latest entry is unchanged"), so a failure never leaves them guessing.
@@ -184,19 +218,14 @@ def s3_errors(
     except MigrationError:
         raise
     except Exception as err:  # botocore's exception tree has no common public base
-        if not HAS_BOTO3:
-            raise
         code = error_code(err)
-        if isinstance(err, botocore.exceptions.NoCredentialsError):
+        if HAS_BOTO3 and isinstance(err, botocore.exceptions.NoCredentialsError):
             raise MigrationError(
                 "No S3 credentials were found while %s%s" % (doing, after),
                 "set access_key and secret_key (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
                 "a profile or an instance role)",
             ) from err
-        if isinstance(
-            err,
-            (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError),
-        ):
+        if _is_connection_error(err):
             raise MigrationError(
                 "Could not reach the S3 endpoint %s while %s (%s)%s"
                 % (settings.endpoint_label, doing, err, after),
@@ -215,7 +244,7 @@ def s3_errors(
                 "check access_key/secret_key (or the AWS_* variables) and their permissions "
                 "on bucket %r" % bucket,
             ) from err
-        if isinstance(err, botocore.exceptions.BotoCoreError) or code:
+        if code or (HAS_BOTO3 and isinstance(err, botocore.exceptions.BotoCoreError)):
             raise MigrationError(
                 "S3 failed while %s: %s%s" % (doing, err, after),
                 "check the storage server's logs and the settings, then run again",
