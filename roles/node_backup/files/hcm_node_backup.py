@@ -212,6 +212,15 @@ class Restic:
         elif probe.returncode != 0:
             self._run("cat", "config", doing="opening the repository")
 
+    def forget(self, tags: t.Sequence[str], keep_last: int | None, keep_within_seconds: int | None) -> None:
+        """Drop this node's snapshots beyond the retention the catalog keeps, and prune their data."""
+        args = ["forget", "--prune", "--host", self.host, "--tag", ",".join(tags)]
+        if keep_last:
+            args += ["--keep-last", str(keep_last)]
+        if keep_within_seconds:
+            args += ["--keep-within", restic_duration(keep_within_seconds)]
+        self._run(*args, doing="applying retention")
+
     def backup(self, path: str, tags: t.Sequence[str]) -> dict[str, t.Any]:
         """Back ``path`` up; return restic's JSON summary (snapshot_id, total_bytes_processed, data_added, ...)."""
         args = ["backup", "--json", "--host", self.host, "--one-file-system"]
@@ -222,6 +231,12 @@ class Restic:
         if not summaries:
             raise MigrationError("restic printed no summary for %s" % path, "run the backup again; report this if it repeats")
         return summaries[-1]
+
+
+def restic_duration(seconds: int) -> str:
+    """restic's --keep-within wants days and hours (its "m" means months)."""
+    days, hours = divmod(max(3600, seconds) // 3600, 24)
+    return "%dd%dh" % (days, hours)
 
 
 def _json_or_none(line: str) -> dict[str, t.Any] | None:
@@ -275,6 +290,12 @@ def run(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         log.info("step 0: checking the storage (bucket %s at %s)", s3["bucket"], settings.endpoint_label)
         store.check_bucket()
         restic.ensure_repository()
+        retention = config.get("retention") or {}
+        keep_last, max_age = retention.get("keep_last"), catalog.parse_age(retention.get("max_age"))
+        if keep_last or max_age:
+            # Before the backup, so a repository locked by another run fails this run before it writes anything.
+            log.info("step 0: applying retention to this node's restic snapshots")
+            restic.forget(base_tags, keep_last, max_age)
         api = TlsClient(**config["api"])
         pods = api.request("GET", "/api/v1/pods", {"fieldSelector": "spec.nodeName=%s" % node})["items"]
         pvs = api.request("GET", "/api/v1/persistentvolumes")["items"]
@@ -314,12 +335,35 @@ def run(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         )
         # restic verified what it stored; there are no s3:// artifacts for the catalog to check.
         result = store.write(entry, verify="none")
-        retention = config.get("retention") or {}
-        if retention.get("keep_last") or retention.get("max_age"):
-            result["pruned"] = store.prune(
-                store.keys(cluster, node), retention.get("keep_last"), catalog.parse_age(retention.get("max_age")), catalog.utcnow()
-            )
+        if keep_last or max_age:
+            result["pruned"] = store.prune(store.keys(cluster, node), keep_last, max_age, catalog.utcnow())
         return result
+
+
+REQUIRED_CONFIG = {
+    "": ("cluster", "node", "s3", "restic", "api"),
+    "s3": ("bucket", "access_key", "secret_key"),
+    "restic": ("repository", "password_file"),
+    "api": ("base_url", "ca_file", "cert_file", "key_file"),
+}
+
+
+def load_config(path: str) -> dict[str, t.Any]:
+    """The agent's settings (written by the role), checked before anything runs."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (OSError, ValueError) as err:
+        raise MigrationError("Cannot read the agent settings %s: %s" % (path, err), "run the node_backup role on this node again") from err
+    for section, keys in REQUIRED_CONFIG.items():
+        where = config.get(section) if section else config
+        missing = [k for k in keys if not isinstance(where, dict) or where.get(k) in (None, "")]
+        if missing:
+            raise MigrationError(
+                "The agent settings %s lack %s" % (path, ", ".join((section + "." if section else "") + k for k in missing)),
+                "run the node_backup role on this node again",
+            )
+    return config
 
 
 def main(argv: t.Sequence[str] | None = None) -> int:
@@ -328,9 +372,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
-        with open(args.config, encoding="utf-8") as handle:
-            config = json.load(handle)
-        result = run(config)
+        result = run(load_config(args.config))
     except MigrationError as err:
         log.error("backup FAILED: %s", err.message)
         return 1
