@@ -17,17 +17,17 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export HCM_CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hybridcloud-migration
 PYTEST_ARGS ?=
 
-.PHONY: help test deps venv system-packages collections collection-link sanity-bootstrap lint sanity units integration clean
+.PHONY: help test deps venv system-packages collections collection-link sanity-bootstrap lint sanity units integration molecule clean lab-build
 
 help:
 	@echo "make test         install everything needed, then lint, sanity, unit and integration tests"
 	@echo "make deps         only install: virtualenv, Python deps, collections, Debian packages"
-	@echo "make lint | sanity | units | integration   one layer of the test pyramid"
+	@echo "make lint | sanity | units | integration | molecule   one layer of the test pyramid"
 	@echo "make clean        remove .venv and .build (caches in $(HCM_CACHE_DIR) stay)"
 
 test: deps
 	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory lint sanity units integration; \
+	$(MAKE) --no-print-directory lint sanity units integration molecule; \
 	echo "make test: all layers passed in $$(( $$(date +%s) - start ))s (after install)"
 
 deps: venv system-packages collections collection-link sanity-bootstrap
@@ -70,5 +70,15 @@ units: venv
 integration: venv system-packages
 	PATH=$(BIN):$$PATH $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
+# One scenario per role under molecule/; instances are Debian roots made by tests/helpers.
+molecule: venv system-packages collection-link
+	PATH=$(BIN):$$PATH $(BIN)/molecule test --all
+
 clean:
 	rm -rf $(VENV) $(BUILD) tests/output .ansible
+
+# The lab's Kubernetes (one multi-call binary), etcd and kwok, built from Go modules (lab/go/)
+# into $(HCM_CACHE_DIR)/lab/<key>/bin once per version; .build/lab/bin points there. Needs Go
+# (>= the go lines in lab/go/*/go.mod), not the virtualenv. FORCE=1 rebuilds.
+lab-build:
+	bash lab/build.sh $(if $(FORCE),--force)

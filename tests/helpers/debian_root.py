@@ -268,3 +268,36 @@ def spawn_in_root(
         text=True,
         preexec_fn=_die_with_parent,
     )
+
+
+def make_instance(dest: Path, packages: Sequence[str]) -> Path:
+    """A private, writable copy of the cached root for ``packages`` (a molecule instance)."""
+    source = ensure_debian_root(packages=packages)
+    if dest.exists():
+        _remove_tree(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-a", "--reflink=auto", str(source), str(dest)], check=True)
+    return dest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``instance DEST [--package P]...`` makes a copy to test roles in; ``remove DEST`` deletes one."""
+    import argparse  # pylint: disable=import-outside-toplevel  # only the command line needs it
+
+    parser = argparse.ArgumentParser(prog="python -m tests.helpers.debian_root", description=main.__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    instance = sub.add_parser("instance", help="copy the cached root (built on first use) to DEST")
+    instance.add_argument("dest", type=Path)
+    instance.add_argument("--package", action="append", default=[], help="packages the root must have (repeat)")
+    remove = sub.add_parser("remove", help="delete an instance made by 'instance'")
+    remove.add_argument("dest", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "instance":
+        print(make_instance(args.dest, args.package or DEFAULT_PACKAGES))
+    elif args.dest.exists():
+        _remove_tree(args.dest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
