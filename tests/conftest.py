@@ -31,4 +31,5 @@ _link_collection()
 pytest_plugins = [
     "tests.helpers.fixtures_services",
     "tests.helpers.fixtures_debian_root",
+    "tests.helpers.fixtures_lab",
 ]

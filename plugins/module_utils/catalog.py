@@ -9,8 +9,10 @@ Layout in the bucket (``prefix`` defaults to ``catalog``)::
     <prefix>/<cluster>/<node>/tmp/<entry_id>.json       entries being written
     <prefix>/<cluster>/<node>/latest.json               pointer to the latest entry
 
-Cluster-wide backups (etcd snapshots, worker images) use the node name ``_cluster``, which no
-Kubernetes node can have (node names are DNS subdomains: no underscore).
+Cluster-wide backups are filed under a scope instead of a node: a name starting with an
+underscore, which no Kubernetes node can have (node names are DNS subdomains). Each producer
+has its own scope so each has its own latest entry: ``_etcd`` (etcd snapshots), ``_velero``
+(Velero backups), ``_images`` (worker images); ``_cluster`` when none is given.
 
 Writing is ordered so that a reader never sees a half-made backup as the latest one: the
 entry goes to a temporary key, is read back and checked against its sha256, is copied to
@@ -38,6 +40,7 @@ DATA_KINDS = ("resources", "etcd_snapshot", "local_data", "workload_state", "ima
 STALE_TMP_SECONDS = 3600
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_SCOPE_RE = re.compile(r"^_[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _ID_RE = re.compile(r"^\d{8}T\d{6}Z-[0-9a-f]{6}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _AGE_RE = re.compile(r"^(\d+)\s*([smhdw]?)$")
@@ -99,6 +102,15 @@ def check_name(value: t.Any, field: str) -> str:
             "use lowercase letters, digits, '-' and '.', as Kubernetes names do",
         )
     return value
+
+
+def check_node(value: t.Any) -> str:
+    """A node name, or a cluster-wide scope (``_etcd``, ...); None means ``_cluster``."""
+    if value in (None, ""):
+        return CLUSTER_SCOPE
+    if isinstance(value, str) and _SCOPE_RE.match(value):
+        return value
+    return check_name(value, "node")
 
 
 def _check_artifact(kind: str, index: int, item: t.Any) -> dict[str, t.Any]:
@@ -166,7 +178,7 @@ def build_entry(
         "schema_version": SCHEMA_VERSION,
         "id": entry_id or new_entry_id(created),
         "cluster": check_name(cluster, "cluster"),
-        "node": CLUSTER_SCOPE if node in (None, "", CLUSTER_SCOPE) else check_name(node, "node"),
+        "node": check_node(node),
         "created_at": format_time(created),
         "labels": {str(k): str(v) for k, v in (labels or {}).items()},
         "data": validate_data(data),

@@ -50,7 +50,7 @@ class CatalogStore:
         self.prefix = prefix
 
     def keys(self, cluster: str, node: str | None) -> catalog.CatalogKeys:
-        return catalog.CatalogKeys(self.prefix, cluster, node or catalog.CLUSTER_SCOPE)
+        return catalog.CatalogKeys(self.prefix, cluster, catalog.check_node(node))
 
     def _errors(self, doing: str, consequence: str = "") -> t.ContextManager[None]:
         return s3_errors(self.settings, doing, self.bucket, consequence)

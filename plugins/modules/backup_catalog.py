@@ -32,8 +32,9 @@ options:
   node:
     description:
       - Kubernetes node the backup belongs to.
-      - Leave out for cluster-wide backups (etcd snapshots, Velero backups, worker images);
-        they are filed under the node name V(_cluster).
+      - For cluster-wide backups give a scope instead, a name starting with an underscore:
+        V(_etcd) (etcd snapshots), V(_velero) (Velero backups), V(_images) (worker images).
+        Left out, it is V(_cluster).
     type: str
   state:
     description:

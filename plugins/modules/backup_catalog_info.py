@@ -24,7 +24,7 @@ options:
     type: str
   node:
     description:
-      - Only this node of O(cluster). Use V(_cluster) for cluster-wide backups.
+      - Only this node of O(cluster), or a cluster-wide scope such as V(_etcd) or V(_velero).
     type: str
   include_entries:
     description:
@@ -81,7 +81,7 @@ nodes:
       description: Cluster name.
       type: str
     node:
-      description: Node name (V(_cluster) for cluster-wide backups).
+      description: Node name, or the scope of cluster-wide backups (V(_etcd), V(_velero), ...).
       type: str
     latest:
       description:

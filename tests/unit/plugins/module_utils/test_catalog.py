@@ -127,3 +127,11 @@ def test_summary_reports_age_and_per_kind_recovery_point():
         "age_seconds": 5100,  # 18:00 to 19:25
     }
     assert summary["kinds"]["workload_state"]["artifacts"] == 0
+
+
+def test_each_cluster_wide_producer_has_its_own_scope():
+    assert catalog.build_entry("onprem", "_etcd", {"etcd_snapshot": []}, created_at=WHEN)["node"] == "_etcd"
+    assert catalog.CatalogKeys("catalog", "onprem", "_velero").latest == "catalog/onprem/_velero/latest.json"
+    for bad in ("_", "_Etcd", "__x", "_x_y"):
+        with pytest.raises(MigrationError, match="is not a valid name"):
+            catalog.check_node(bad)
