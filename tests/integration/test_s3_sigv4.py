@@ -6,6 +6,9 @@ boto3-backed modules read, and read theirs.
 
 from __future__ import annotations
 
+import hashlib
+import os
+
 
 import pytest
 
@@ -92,3 +95,12 @@ def test_errors_read_like_the_boto3_ones(s3_server, s3_bucket, private_s3_server
 def test_missing_keys_are_refused_before_any_request():
     with pytest.raises(MigrationError, match="No S3 access key and secret key were given"):
         make_stdlib_s3_client(S3Settings(endpoint_url="http://127.0.0.1:9"))
+
+
+def test_files_are_streamed_whole_and_their_sha256_signed(s3_server, s3_bucket, tmp_path):
+    client = make_stdlib_s3_client(settings_for(s3_server))
+    snapshot = tmp_path / "etcd.db"
+    snapshot.write_bytes(os.urandom(12 * 1024 * 1024))
+    digest = hashlib.sha256(snapshot.read_bytes()).hexdigest()
+    client.upload_file(str(snapshot), s3_bucket, "etcd/onprem/snap.db", digest)
+    assert hashlib.sha256(s3_server.client().get_object(Bucket=s3_bucket, Key="etcd/onprem/snap.db")["Body"].read()).hexdigest() == digest
