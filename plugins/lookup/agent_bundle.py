@@ -17,7 +17,9 @@ author:
   - hybridcloud.migration developers (@hybridcloud)
 options:
   _terms:
-    description: Path of the agent's main Python file.
+    description:
+      - Path of the agent's main Python file; a relative path is taken from the root of this
+        collection, for example V(roles/node_backup/files/hcm_node_backup.py).
     required: true
     type: list
     elements: path
@@ -30,7 +32,7 @@ options:
 EXAMPLES = r"""
 - name: Install the node backup agent
   ansible.builtin.copy:
-    src: "{{ lookup('hybridcloud.migration.agent_bundle', role_path ~ '/files/hcm_node_backup.py') }}"
+    src: "{{ lookup('hybridcloud.migration.agent_bundle', 'roles/node_backup/files/hcm_node_backup.py') }}"
     dest: /usr/local/lib/hybridcloud-migration/hcm-node-backup.pyz
     mode: "0755"
 """
@@ -44,6 +46,8 @@ _raw:
 
 import pathlib
 
+COLLECTION_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
@@ -56,7 +60,7 @@ class LookupModule(LookupBase):
         output_dir = pathlib.Path(self.get_option("output_dir")).expanduser()
         paths = []
         for term in terms:
-            main = pathlib.Path(term).expanduser()
+            main = COLLECTION_ROOT / pathlib.Path(term).expanduser()  # an absolute term replaces the root
             if not main.is_file():
                 raise AnsibleLookupError("agent_bundle: %s is not a file. Fix: give the path of the agent's main .py file." % term)
             paths.append(str(build_bundle(main, output_dir)))

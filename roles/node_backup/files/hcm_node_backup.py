@@ -21,11 +21,8 @@ collection's catalog code, so the catalog is written exactly as the modules writ
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import json
 import logging
 import os
@@ -33,10 +30,12 @@ import ssl
 import subprocess
 import sys
 import typing as t
+import urllib.error
 import urllib.parse
 import urllib.request
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils import catalog
+from ansible_collections.hybridcloud.migration.plugins.module_utils.agent_runtime import agent_main, load_settings, single_run
 from ansible_collections.hybridcloud.migration.plugins.module_utils.catalog_store import CatalogStore
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
 from ansible_collections.hybridcloud.migration.plugins.module_utils.s3_client import S3Settings, make_stdlib_s3_client
@@ -260,17 +259,6 @@ def _artifact(name: str, repository: str, summary: t.Mapping[str, t.Any], when: 
     }
 
 
-@contextlib.contextmanager
-def single_run(lock_file: str) -> t.Iterator[None]:
-    """Never two runs at once on a node, whoever starts them (timer, runbook, a person)."""
-    with open(lock_file, "a", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise MigrationError("Another hcm-node-backup run holds %s" % lock_file, "wait for it to finish") from None
-        yield
-
-
 def run(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
     """One backup run; returns the catalog write result. Raises MigrationError on any failure."""
     cluster, node = config["cluster"], config["node"]
@@ -340,7 +328,7 @@ def run(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
         return result
 
 
-REQUIRED_CONFIG = {
+REQUIRED_SETTINGS = {
     "": ("cluster", "node", "s3", "restic", "api"),
     "s3": ("bucket", "access_key", "secret_key"),
     "restic": ("repository", "password_file"),
@@ -348,39 +336,11 @@ REQUIRED_CONFIG = {
 }
 
 
-def load_config(path: str) -> dict[str, t.Any]:
-    """The agent's settings (written by the role), checked before anything runs."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except (OSError, ValueError) as err:
-        raise MigrationError("Cannot read the agent settings %s: %s" % (path, err), "run the node_backup role on this node again") from err
-    for section, keys in REQUIRED_CONFIG.items():
-        where = config.get(section) if section else config
-        missing = [k for k in keys if not isinstance(where, dict) or where.get(k) in (None, "")]
-        if missing:
-            raise MigrationError(
-                "The agent settings %s lack %s" % (path, ", ".join((section + "." if section else "") + k for k in missing)),
-                "run the node_backup role on this node again",
-            )
-    return config
-
-
 def main(argv: t.Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="hcm-node-backup", description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--config", default="/etc/hybridcloud-migration/node-backup.json", help="the JSON file the role writes (mode 0600)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
-    try:
-        result = run(load_config(args.config))
-    except MigrationError as err:
-        log.error("backup FAILED: %s", err.message)
-        return 1
-    except (OSError, ValueError, KeyError) as err:
-        log.error("backup FAILED (the catalog was not touched): %s: %s", type(err).__name__, err)
-        return 1
-    log.info("backup complete: catalog entry %s (latest: %s)", result["entry_id"], "moved" if result["latest_updated"] else "unchanged")
-    return 0
+    return agent_main(
+        "hcm-node-backup", __doc__.split("\n\n", 1)[0], "/etc/hybridcloud-migration/hcm-node-backup.json",
+        lambda path: run(load_settings(path, REQUIRED_SETTINGS, "node_backup")), argv,
+    )
 
 
 if __name__ == "__main__":
