@@ -389,15 +389,20 @@ class EtcdServer(LocalService):
         client_port: int | None = None,
         peer_port: int | None = None,
         name: str = "etcd",
+        tls: bool = False,
+        binary: str | None = None,
+        etcdctl_binary: str | None = None,
     ) -> None:
         super().__init__(name, workdir)
         self.host = _LOOPBACK
         self.client_port = client_port or free_port(self.host)
         self.peer_port = peer_port or free_port(self.host)
-        self.endpoint = f"http://{self.host}:{self.client_port}"
+        self.tls = tls
+        self.endpoint = f"{'https' if tls else 'http'}://{self.host}:{self.client_port}"
+        self._etcdctl = etcdctl_binary
         self.peer_url = f"http://{self.host}:{self.peer_port}"
         self.data_dir = self.workdir / "data"
-        etcd = _find_debian_binary("etcd", "HCM_ETCD_BIN")
+        etcd = binary or _find_debian_binary("etcd", "HCM_ETCD_BIN")
         self.argv = [
             etcd,
             f"--name={name}",
@@ -412,10 +417,26 @@ class EtcdServer(LocalService):
             "--logger=zap",
             "--log-outputs=stderr",
         ]
+        if tls:
+            self._make_certificates()
         # etcd refuses to start when an ETCD_* variable shadows a flag.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
 
+    def _make_certificates(self) -> None:
+        """Client TLS as kubeadm sets etcd up: a CA, a serving cert, and client certs required."""
+        from lab.hclab.pki import make_ca  # pylint: disable=import-outside-toplevel  # only TLS members need it
+
+        pki = self.workdir / "pki"
+        pki.mkdir(exist_ok=True)
+        authority = make_ca(pki, "ca", "etcd-ca")
+        server = authority.issue(pki, "server", "etcd-server", server=True, client=True, ip_addresses=(self.host,))
+        client = authority.issue(pki, "client", "etcd-client", client=True)
+        self.ca_file, self.client_cert, self.client_key = str(authority.cert), str(client.cert), str(client.key)
+        self.argv += [f"--cert-file={server.cert}", f"--key-file={server.key}", f"--trusted-ca-file={authority.cert}", "--client-cert-auth"]
+
     def healthy(self) -> bool:
+        if self.tls:
+            return self.etcdctl("endpoint", "health", check=False).returncode == 0
         try:
             status, body = http_request("GET", f"{self.endpoint}/health")
             return status == 200 and json.loads(body).get("health") == "true"
@@ -426,7 +447,9 @@ class EtcdServer(LocalService):
         """Run ``etcdctl`` (API v3) against this member; ``$HCM_ETCDCTL_BIN`` overrides."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL")}
         env["ETCDCTL_API"] = "3"
-        argv = [_find_debian_binary("etcdctl", "HCM_ETCDCTL_BIN"), "--endpoints", self.endpoint]
+        argv = [self._etcdctl or _find_debian_binary("etcdctl", "HCM_ETCDCTL_BIN"), "--endpoints", self.endpoint]
+        if self.tls:
+            argv += ["--cacert", self.ca_file, "--cert", self.client_cert, "--key", self.client_key]
         return subprocess.run(
             [*argv, *args], env=env, capture_output=True, text=True, timeout=30, check=check
         )
