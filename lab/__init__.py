@@ -1,0 +1,1 @@
+"""The lab: a real two-cluster Kubernetes control plane for tests and the demo (see lab/hclab)."""

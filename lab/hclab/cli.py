@@ -1,0 +1,137 @@
+"""hclab's command line: ``python -m lab.hclab <command> --help``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lab.hclab import LabError, commands, paths
+from lab.hclab.state import LabState
+
+DESCRIPTION = """\
+The lab: two real Kubernetes clusters, onprem and cloud, on this machine. Each has its own etcd,
+kube-apiserver, kube-controller-manager and kube-scheduler (built by `make lab-build`), and worker
+nodes simulated by kwok, one process per node, so a node can die like a real one (fail-node).
+Binaries: $HCM_LAB_BIN, else .build/lab/bin of this checkout. State, PKI, kubeconfigs and logs:
+--state-dir, else $HCM_LAB_STATE, else .build/lab/state of this checkout.
+"""
+
+
+class Printer:
+    """Progress lines with the time since start; safe to call from the threads of ``up``."""
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        with self.lock:
+            print(f"[{time.monotonic() - self.began:6.1f}s] {line}", flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help=f"where the lab keeps its state (default: $HCM_LAB_STATE, else {paths.DEFAULT_STATE_DIR})",
+    )
+    parser = argparse.ArgumentParser(prog="python -m lab.hclab", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p_up = sub.add_parser("up", parents=[common], help="start both clusters and print where everything is", description="Start the onprem and cloud clusters.")
+    p_up.add_argument("--onprem-nodes", type=int, default=3, metavar="N", help="kwok worker nodes in onprem (default: 3)")
+    p_up.add_argument("--cloud-nodes", type=int, default=2, metavar="M", help="kwok worker nodes in cloud (default: 2; 0 is fine)")
+
+    p_down = sub.add_parser("down", parents=[common], help="stop every process the lab started and remove its state", description="Stop the lab.")
+    p_down.add_argument("--keep-state", action="store_true", help="keep PKI, kubeconfigs, etcd data and logs")
+
+    p_status = sub.add_parser("status", parents=[common], help="processes, endpoints, kubeconfigs and nodes of each cluster", description="Show the lab.")
+    p_status.add_argument("--json", action="store_true", help="print JSON")
+
+    p_logs = sub.add_parser("logs", parents=[common], help="the log of one component of one cluster", description="Print a component's log.")
+    p_logs.add_argument("cluster", metavar="CLUSTER", help="onprem or cloud")
+    p_logs.add_argument("component", metavar="COMPONENT", help="etcd, kube-apiserver, kube-controller-manager, kube-scheduler, or a node name (its kwok)")
+    p_logs.add_argument("--tail", type=int, default=100, metavar="N", help="last N lines (default: 100; 0: all)")
+
+    for name, text in (
+        ("fail-node", "kill a node's kwok (SIGKILL): heartbeats stop, the node turns NotReady, its pods stay bound to it"),
+        ("restore-node", "start a failed node's kwok again: it renews its lease and the node turns Ready"),
+    ):
+        p_node = sub.add_parser(name, parents=[common], help=text, description=text[0].upper() + text[1:] + ".")
+        p_node.add_argument("cluster", metavar="CLUSTER", help="onprem or cloud")
+        p_node.add_argument("node", metavar="NODE", help="node name, e.g. onprem-worker-2")
+        p_node.add_argument("--wait", action="store_true", help="wait until the node's Ready condition has changed")
+    return parser
+
+
+def _summary(lab: LabState) -> str:
+    lines = [f"state: {lab.path}"]
+    for cluster in lab.clusters.values():
+        pids = ", ".join(f"{name} {record.pid}" for name, record in cluster.processes.items())
+        etcd = cluster.etcd
+        lines += [
+            f"{cluster.name}:",
+            f"  api server  {cluster.server}  (CA {cluster.ca_cert})",
+            f"  kubeconfig  {cluster.kubeconfig}",
+            f"              export KUBECONFIG={cluster.kubeconfig}",
+            f"  etcd        {etcd.get('endpoint', '')}  (--cacert {etcd.get('cacert', '')} --cert {etcd.get('cert', '')} --key {etcd.get('key', '')})",
+            f"  CIDRs       services {cluster.service_cidr}, pods {cluster.pod_cidr}",
+            f"  nodes       {' '.join(cluster.nodes) or '(none)'}",
+            f"  logs        {Path(cluster.directory) / 'logs'}",
+            f"  pids        {pids}",
+        ]
+    return "\n".join(lines)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    print(f"state: {report['state_dir']}")
+    for name, cluster in report["clusters"].items():
+        print(f"{name}: {cluster['server']}  kubeconfig {cluster['kubeconfig']}")
+        for component, process in cluster["processes"].items():
+            state = "running" if process["alive"] else ("killed by fail-node" if process["killed"] else "DEAD")
+            endpoint = f"  {process['endpoint']}" if process["endpoint"] else ""
+            print(f"  {component:<28} pid {process['pid']:<8} {state}{endpoint}")
+        if "api_error" in cluster:
+            print(f"  API unreachable: {cluster['api_error']}")
+        for node, ready in cluster["nodes"].items():
+            print(f"  node {node:<23} Ready={ready}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    directory = paths.state_dir(args.state_dir)
+    say = Printer()
+    try:
+        if args.command == "up":
+            lab = commands.up(directory, args.onprem_nodes, args.cloud_nodes, say)
+            say(f"lab is up in {time.monotonic() - say.began:.1f}s")
+            print(_summary(lab))
+            print(f"stop it with: python -m lab.hclab down --state-dir {directory}")
+        elif args.command == "down":
+            commands.down(directory, args.keep_state, say)
+        elif args.command == "status":
+            report = commands.status(directory)
+            if args.json:
+                print(json.dumps(report, indent=2))
+            else:
+                _print_status(report)
+        elif args.command == "logs":
+            print(commands.component_log(directory, args.cluster, args.component, args.tail))
+        elif args.command == "fail-node":
+            commands.fail_node(directory, args.cluster, args.node, args.wait, say)
+        elif args.command == "restore-node":
+            commands.restore_node(directory, args.cluster, args.node, args.wait, say)
+    except LabError as error:
+        print(f"hclab: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hclab: interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,199 @@
+"""pytest plugin: the lab's two real Kubernetes clusters (onprem, cloud) as fixtures.
+
+``lab`` (session) runs ``python -m lab.hclab up`` once, as a user would, in a state directory
+of its own, and ``down`` when the session ends. Tests get a ``Lab``: kubeconfig, API server,
+CA and nodes per cluster, ``fail_node``/``restore_node``, an ApiClient, and the state file.
+A test that fails a node of the shared lab must restore it (``restore_node``) when done.
+``lab_factory`` starts private labs for tests that stop them. When a test fails, the end of
+each lab component's log is added to its report.
+
+The binaries come from ``make lab-build`` (or ``$HCM_LAB_BIN``); without them the fixtures
+fail with hclab's message naming the fix: they are never skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.hclab.cluster import api_client
+from lab.hclab.process import ProcessRecord
+from lab.hclab.state import LabState, require
+
+REPO = Path(__file__).resolve().parents[2]
+LOG_TAIL_LINES = 40
+KWOK_LOG_TAIL_LINES = 15
+UP_TIMEOUT = 420
+COMMAND_TIMEOUT = 180
+
+_session_error: Exception | None = None
+
+
+class LabCommandError(AssertionError):
+    """An hclab command failed; the message holds its output."""
+
+
+class Lab:
+    """A running lab, driven through its command line; state read from its state file."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.up_output = ""
+
+    # -- the command line ---------------------------------------------------------------
+    def run(self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """``python -m lab.hclab ARGS --state-dir <this lab>`` from the repository root."""
+        argv = [sys.executable, "-m", "lab.hclab", *args, "--state-dir", str(self.state_dir)]
+        proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise LabCommandError(f"{' '.join(argv[2:])} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}")
+        return proc
+
+    def up(self, onprem_nodes: int = 3, cloud_nodes: int = 2) -> Lab:
+        self.up_output = self.run("up", f"--onprem-nodes={onprem_nodes}", f"--cloud-nodes={cloud_nodes}", timeout=UP_TIMEOUT).stdout
+        return self
+
+    def down(self, keep_state: bool = False) -> subprocess.CompletedProcess[str]:
+        return self.run("down", *(["--keep-state"] if keep_state else []))
+
+    def fail_node(self, cluster: str, node: str, wait: bool = False) -> str:
+        """Kill the node's kwok (``fail-node``); with ``wait``, return once it is NotReady."""
+        return self.run("fail-node", cluster, node, *(["--wait"] if wait else [])).stdout
+
+    def restore_node(self, cluster: str, node: str, wait: bool = True) -> str:
+        return self.run("restore-node", cluster, node, *(["--wait"] if wait else [])).stdout
+
+    def status(self) -> dict[str, Any]:
+        report: dict[str, Any] = json.loads(self.run("status", "--json").stdout)
+        return report
+
+    # -- what is where --------------------------------------------------------------------
+    @property
+    def state(self) -> LabState:
+        return require(self.state_dir)
+
+    @property
+    def clusters(self) -> list[str]:
+        return list(self.state.clusters)
+
+    def kubeconfig(self, cluster: str) -> Path:
+        return Path(self.state.cluster(cluster).kubeconfig)
+
+    def server(self, cluster: str) -> str:
+        return self.state.cluster(cluster).server
+
+    def ca_cert(self, cluster: str) -> Path:
+        return Path(self.state.cluster(cluster).ca_cert)
+
+    def ca_cert_hash(self, cluster: str) -> str:
+        """``sha256:<hex>`` of the CA's public key, the pin ``kubeadm join --discovery-token-ca-cert-hash`` takes."""
+        from cryptography import x509  # pylint: disable=import-outside-toplevel
+        from cryptography.hazmat.primitives import serialization  # pylint: disable=import-outside-toplevel
+
+        cert = x509.load_pem_x509_certificate(self.ca_cert(cluster).read_bytes())
+        spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        return "sha256:" + hashlib.sha256(spki).hexdigest()
+
+    def nodes(self, cluster: str) -> list[str]:
+        return list(self.state.cluster(cluster).nodes)
+
+    def processes(self, cluster: str | None = None) -> dict[str, ProcessRecord]:
+        """Every recorded process as ``cluster/component`` -> record."""
+        state = self.state
+        names = [cluster] if cluster else list(state.clusters)
+        return {f"{name}/{component}": record for name in names for component, record in state.cluster(name).processes.items()}
+
+    def api(self, cluster: str) -> Any:
+        """A kubernetes ApiClient for ``cluster`` as the lab's admin."""
+        return api_client(self.kubeconfig(cluster))
+
+    def log_tails(self) -> list[tuple[str, str]]:
+        """(title, text) per component: the end of its log, for failure reports."""
+        try:
+            records = self.processes()
+        except Exception as error:  # pylint: disable=broad-exception-caught  # a report must not fail
+            return [(f"lab {self.state_dir}", f"no state: {error}")]
+        sections = []
+        for label, record in records.items():
+            alive = "running" if record.alive() else "not running"
+            if record.name.startswith("kwok-"):
+                # kwok logs every lease renewal (every 5 s): show what else it did.
+                kept = [line for line in record.log_tail(400).splitlines() if '"msg":"Syncing lease"' not in line]
+                text, lines = "\n".join(kept[-KWOK_LOG_TAIL_LINES:]), KWOK_LOG_TAIL_LINES
+                title = f"lab {label} (pid {record.pid}, {alive}) log, last {lines} lines other than lease renewals, of {record.log}"
+            else:
+                text, lines = record.log_tail(LOG_TAIL_LINES), LOG_TAIL_LINES
+                title = f"lab {label} (pid {record.pid}, {alive}) log, last {lines} lines of {record.log}"
+            sections.append((title, text))
+        return sections
+
+    def __repr__(self) -> str:
+        return f"<Lab {self.state_dir}>"
+
+
+class LabFactory:
+    """Starts private labs (their own state dir) for tests that stop or break them; all downed at teardown."""
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
+        self._tmp = tmp_path_factory
+        self.labs: list[Lab] = []
+
+    def __call__(self, onprem_nodes: int = 1, cloud_nodes: int = 1) -> Lab:
+        lab = Lab(self._tmp.mktemp("hclab-private"))
+        self.labs.append(lab)
+        return lab.up(onprem_nodes, cloud_nodes)
+
+    def down_all(self) -> None:
+        for lab in self.labs:
+            if lab.state_dir.exists():
+                lab.down()
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """Both clusters, started once per session: onprem with 3 kwok nodes, cloud with 2."""
+    global _session_error  # pylint: disable=global-statement
+    if _session_error is not None:  # pytest would run a failed session fixture again for every test
+        raise _session_error
+    session_lab = Lab(tmp_path_factory.mktemp("hclab"))
+    try:
+        session_lab.up(onprem_nodes=3, cloud_nodes=2)
+    except Exception as error:
+        _session_error = error
+        if session_lab.state_dir.exists():
+            session_lab.run("down", "--keep-state", check=False)
+        raise
+    yield session_lab
+    session_lab.down()
+
+
+@pytest.fixture
+def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabFactory]:
+    """``lab_factory(onprem_nodes, cloud_nodes)`` starts a private lab; every one is downed at teardown."""
+    factory = LabFactory(tmp_path_factory)
+    yield factory
+    factory.down_all()
+
+
+def _labs_of(item: pytest.Item) -> list[Lab]:
+    found: list[Lab] = []
+    for value in (getattr(item, "funcargs", None) or {}).values():
+        candidates = value.labs if isinstance(value, LabFactory) else [value]
+        found.extend(candidate for candidate in candidates if isinstance(candidate, Lab) and candidate not in found)
+    return found
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed:
+        for used in _labs_of(item):
+            report.sections.extend(used.log_tails())
+    return report
