@@ -32,8 +32,8 @@ options:
   node:
     description:
       - Kubernetes node the backup belongs to.
-      - For cluster-wide backups give a scope instead, a name starting with an underscore:
-        V(_etcd) (etcd snapshots), V(_velero) (Velero backups), V(_images) (worker images).
+      - For cluster-wide backups give a scope instead, a name starting with an underscore, such as
+        V(_etcd) (etcd snapshots), V(_velero) (Velero backups) or V(_images) (worker images).
         Left out, it is V(_cluster).
     type: str
   state:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: hybridcloud.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -61,7 +60,7 @@ def take_snapshot(settings: t.Mapping[str, t.Any], target: str) -> dict[str, t.A
     os.replace(partial, target)
     # etcdutl reads the file offline; etcdctl's "snapshot status" is its deprecated twin (etcd 3.4).
     tool = etcd.get("etcdutl") or shutil.which("etcdutl")
-    status_argv = [tool, "snapshot", "status", target, "--write-out=json"] if tool else [_tool(settings, "etcdctl"), "snapshot", "status", target, "--write-out=json"]
+    status_argv = [tool or _tool(settings, "etcdctl"), "snapshot", "status", target, "--write-out=json"]
     status = subprocess.run(status_argv, env=dict(os.environ, ETCDCTL_API="3"), capture_output=True, text=True, check=False)
     try:
         parsed = json.loads(status.stdout)
@@ -100,7 +99,8 @@ def run(settings: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
             status = take_snapshot(settings, path)
             size, sha256 = os.path.getsize(path), file_sha256(path)
             key = "%s/%s/%s" % (prefix, cluster, name)
-            log.info("step 2: uploading %s (%d bytes, %d keys, revision %s) to s3://%s/%s", name, size, status["total_keys"], status["revision"], s3["bucket"], key)
+            log.info("step 2: uploading %s (%d bytes, %d keys, revision %s) to s3://%s/%s",
+                     name, size, status["total_keys"], status["revision"], s3["bucket"], key)
             with s3_errors(s3_settings, "uploading the snapshot to %s" % key, s3["bucket"], "the catalog's latest etcd entry is unchanged"):
                 client.upload_file(path, s3["bucket"], key, sha256)
         finally:

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright: hybridcloud.migration contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -310,7 +309,8 @@ def run(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
             archive = (answer.get("items") or [None])[0]
             if not archive or not os.path.isfile(archive):
                 raise MigrationError("The kubelet named no checkpoint archive for %s: %s" % (target.name, answer), "check the kubelet's log")
-            summary = restic.backup(archive, base_tags + ["kind=workload_state", "ns=%s" % target.namespace, "pod=%s" % target.pod, "container=%s" % target.container])
+            tags = ["kind=workload_state", "ns=%s" % target.namespace, "pod=%s" % target.pod, "container=%s" % target.container]
+            summary = restic.backup(archive, base_tags + tags)
             workload_state.append(_artifact(target.name, restic.repository, summary, when, {
                 "namespace": target.namespace, "pod": target.pod, "container": target.container, "archive": os.path.basename(archive),
             }))
