@@ -23,6 +23,7 @@ help:
 	@echo "make test         install everything needed, then lint, sanity, unit and integration tests"
 	@echo "make deps         only install: virtualenv, Python deps, collections, Debian packages"
 	@echo "make lint | sanity | units | integration | molecule   one layer of the test pyramid"
+	@echo "make lab-build    build the lab's Kubernetes, etcd and kwok from Go modules (cached by version)"
 	@echo "make clean        remove .venv and .build (caches in $(HCM_CACHE_DIR) stay)"
 
 test: deps
@@ -67,7 +68,8 @@ sanity: venv sanity-bootstrap
 units: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-integration: venv system-packages
+# The lab's Kubernetes control planes are real binaries built from Go modules (cached by version).
+integration: venv system-packages lab-build
 	PATH=$(BIN):$$PATH $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 # One scenario per role under molecule/; instances are Debian roots made by tests/helpers.
