@@ -5,10 +5,11 @@
 #
 # The pins live in the go.mod files. The binaries go to
 #   ${HCM_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/hybridcloud-migration}/lab/<key>/bin/
-# where <key> names the Kubernetes, kwok and etcd versions plus a hash of lab/go's go.mod,
-# go.sum and .go files, this script and the Go version. A directory is complete only when its
-# `stamp` exists: the build happens in a temporary directory that is renamed into place at the
-# end, so an interrupted build never looks done. With the key unchanged nothing is rebuilt.
+# where <key> names the Kubernetes, kwok and etcd versions plus a hash of the go.mod, go.sum
+# and .go files of lab/go/{kube,etcd,kwok}, this script and the Go version. A directory is
+# complete only when its `stamp` exists: the build happens in a temporary directory that is
+# renamed into place at the end, so an interrupted build never looks done. With the key
+# unchanged nothing is rebuilt.
 # Then .build/lab/bin in the checkout points at that bin directory.
 #
 # Go's own caches stay where Go puts them (module cache, build cache), so a rebuild after a
@@ -55,7 +56,7 @@ done
 inputs_hash=$(
     cd "$repo"
     {
-        find lab/go -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) -print |
+        find lab/go/kube lab/go/etcd lab/go/kwok -type f \( -name go.mod -o -name go.sum -o -name '*.go' \) -print |
             LC_ALL=C sort | xargs sha256sum
         sha256sum lab/build.sh
         echo "$go_version"
