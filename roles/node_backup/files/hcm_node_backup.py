@@ -168,13 +168,22 @@ class TlsClient:
             with urllib.request.urlopen(request, context=context, timeout=self.timeout) as answer:
                 return json.loads(answer.read() or b"{}")
         except urllib.error.HTTPError as err:
-            detail = err.read().decode("utf-8", "replace")[:300]
-            raise MigrationError(
-                "%s %s answered %s: %s" % (method, url, err.code, detail),
-                "check that this node's certificate may do this (RBAC: %s)" % ("nodes/checkpoint create" if "/checkpoint/" in path else "get/list"),
-            ) from err
+            detail = err.read().decode("utf-8", "replace")[:300].strip()
+            raise MigrationError("%s %s answered %s: %s" % (method, url, err.code, detail), _http_fix(err.code, path)) from err
         except (OSError, ValueError) as err:
             raise MigrationError("%s %s failed: %s" % (method, url, err), "check that the server is up and the certificate files exist") from err
+
+
+def _http_fix(status: int, path: str) -> str:
+    """What to do about an HTTP error from the API server or the kubelet."""
+    checkpoint = "/checkpoint/" in path
+    if status in (401, 403):
+        return "check that this node's certificate may do this (RBAC: %s)" % ("nodes/checkpoint create" if checkpoint else "list pods and persistentvolumes")
+    if checkpoint and status == 404:
+        return "the pod or container is gone, or the kubelet's ContainerCheckpoint feature gate is off; run again, or turn the gate on"
+    if checkpoint:
+        return "read the kubelet's and the container runtime's logs (the runtime must have checkpoint/restore enabled and criu installed)"
+    return "read the API server's answer above and its logs, then run again"
 
 
 class Restic:
@@ -211,8 +220,14 @@ class Restic:
             self._run("cat", "config", doing="opening the repository")
 
     def forget(self, tags: t.Sequence[str], keep_last: int | None, keep_within_seconds: int | None) -> None:
-        """Drop this node's snapshots beyond the retention the catalog keeps, and prune their data."""
-        args = ["forget", "--prune", "--host", self.host, "--tag", ",".join(tags)]
+        """Drop this node's snapshots beyond the retention the catalog keeps, and prune their data.
+
+        Retention applies per item (a PVC, a hostPath volume, a container), so snapshots are
+        grouped by their tags, not by restic's default host+paths: each checkpoint archive has
+        a new path (its name holds the time), so by path every checkpoint would be a group of
+        its own, always its group's newest, and never forgotten.
+        """
+        args = ["forget", "--prune", "--host", self.host, "--tag", ",".join(tags), "--group-by", "host,tags"]
         if keep_last:
             args += ["--keep-last", str(keep_last)]
         if keep_within_seconds:
@@ -299,22 +314,29 @@ def run(config: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
 
         workload_state = []
         kubelet_cfg = dict(config.get("kubelet") or {})
-        timeout = str(kubelet_cfg.pop("checkpoint_timeout", 60))
+        timeout = int(kubelet_cfg.pop("checkpoint_timeout", 60))
         targets = find_checkpoint_targets(node, pods) if kubelet_cfg else []
-        kubelet = TlsClient(**kubelet_cfg) if kubelet_cfg else None
+        # The kubelet answers only once the runtime has dumped the container, which may take up
+        # to the checkpoint timeout: wait longer than that, or the archive it writes after we
+        # gave up would stay on the node with nobody to delete it.
+        kubelet = TlsClient(**dict({"timeout": timeout + 30.0}, **kubelet_cfg)) if kubelet_cfg else None
         for target in targets:
             log.info("step 2: checkpointing %s through the kubelet", target.name)
             when = catalog.utcnow()
-            answer = kubelet.request("POST", "/checkpoint/%s/%s/%s" % (target.namespace, target.pod, target.container), {"timeout": timeout})
+            answer = kubelet.request("POST", "/checkpoint/%s/%s/%s" % (target.namespace, target.pod, target.container), {"timeout": str(timeout)})
             archive = (answer.get("items") or [None])[0]
             if not archive or not os.path.isfile(archive):
                 raise MigrationError("The kubelet named no checkpoint archive for %s: %s" % (target.name, answer), "check the kubelet's log")
             tags = ["kind=workload_state", "ns=%s" % target.namespace, "pod=%s" % target.pod, "container=%s" % target.container]
-            summary = restic.backup(archive, base_tags + tags)
+            try:
+                summary = restic.backup(archive, base_tags + tags)
+            finally:
+                # Stored or not, the archive goes: it holds every memory page of the container,
+                # and a run that failed here must not leave one behind (each run makes a new one).
+                os.remove(archive)
             workload_state.append(_artifact(target.name, restic.repository, summary, when, {
                 "namespace": target.namespace, "pod": target.pod, "container": target.container, "archive": os.path.basename(archive),
             }))
-            os.remove(archive)  # restic holds it now; archives hold memory contents, keep none around
 
         log.info("step 3: writing the catalog entry (%d local data, %d checkpoints)", len(local_data), len(workload_state))
         entry = catalog.build_entry(
