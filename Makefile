@@ -24,6 +24,7 @@ help:
 	@echo "make deps         only install: virtualenv, Python deps, collections, Debian packages"
 	@echo "make lint | sanity | units | integration | molecule   one layer of the test pyramid"
 	@echo "make lab-build    build the lab's Kubernetes, etcd and kwok from Go modules (cached by version)"
+	@echo "make lab-build-velero   build Velero and its AWS plugin from Go modules (cached by version)"
 	@echo "make clean        remove .venv and .build (caches in $(HCM_CACHE_DIR) stay)"
 
 test: deps
@@ -69,7 +70,7 @@ units: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 # The lab's Kubernetes control planes are real binaries built from Go modules (cached by version).
-integration: venv system-packages lab-build
+integration: venv system-packages lab-build lab-build-velero
 	PATH=$(BIN):$$PATH $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 # One scenario per role under molecule/; instances are Debian roots made by tests/helpers.
@@ -84,3 +85,10 @@ clean:
 # (>= the go lines in lab/go/*/go.mod), not the virtualenv. FORCE=1 rebuilds.
 lab-build:
 	bash lab/build.sh $(if $(FORCE),--force)
+
+# Velero (server and CLI) and its AWS object-store plugin, built from Go modules (lab/go/velero)
+# into $(HCM_CACHE_DIR)/lab/<key>/{bin,plugins} once per version; .build/lab/velero points there.
+# Only the Velero tests use them. FORCE=1 rebuilds.
+.PHONY: lab-build-velero
+lab-build-velero:
+	bash lab/build-velero.sh $(if $(FORCE),--force)

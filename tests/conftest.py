@@ -32,4 +32,5 @@ pytest_plugins = [
     "tests.helpers.fixtures_services",
     "tests.helpers.fixtures_debian_root",
     "tests.helpers.fixtures_lab",
+    "tests.helpers.velero",
 ]
