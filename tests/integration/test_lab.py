@@ -20,34 +20,19 @@ import socket
 import ssl
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
+from tests.helpers.wait import wait_until
 from tests.helpers.ansible_run import ModuleResult, run_module
 from tests.helpers.fixtures_lab import REPO, Lab
 
 pytestmark = pytest.mark.integration
-
-T = TypeVar("T")
-
-
-def wait_until(what: str, check: Callable[[], T], timeout: float, interval: float = 0.5) -> T:
-    """Return ``check()``'s first truthy answer; fail naming ``what`` and the last answer after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = check()
-        if answer:
-            return answer
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: still not true after {timeout:.0f}s (last answer: {answer!r})")
-        time.sleep(interval)
-
 
 def k8s(lab: Lab, cluster: str, **args: Any) -> ModuleResult:
     result = run_module("kubernetes.core.k8s", {"kubeconfig": str(lab.kubeconfig(cluster)), **args})

@@ -21,18 +21,18 @@ import os
 import re
 import subprocess
 import tarfile
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import jinja2
 import pytest
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.agent_bundle import build_bundle
 from lab.hclab.pki import Authority, CertPair
+from tests.helpers.wait import wait_until
 from tests.helpers.ansible_run import REPO
 from tests.helpers.debian_root import run_in_root
 from tests.helpers.fault_proxy import FaultProxy
@@ -41,23 +41,11 @@ from tests.integration.test_backup_catalog import info
 
 pytestmark = pytest.mark.integration
 
-T = TypeVar("T")
 CLUSTER = "onprem"
 AGENT = REPO / "roles/node_backup/files/hcm_node_backup.py"
 TEMPLATE = REPO / "roles/node_backup/templates/node-backup.json.j2"
 PASSWORD = "correct horse battery staple"
 CHECKPOINT_ANNOTATION = "backup.hybridcloud.io/checkpoint"
-
-
-def wait_until(what: str, check: Callable[[], T], timeout: float, interval: float = 0.25) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        answer = check()
-        if answer:
-            return answer
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: still not true after {timeout:.0f}s (last answer: {answer!r})")
-        time.sleep(interval)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
