@@ -28,11 +28,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers.wait import wait_until
 from tests.helpers.ansible_run import ModuleResult, run_module
 from tests.helpers.fixtures_lab import REPO, Lab
+from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.integration
+
 
 def k8s(lab: Lab, cluster: str, **args: Any) -> ModuleResult:
     result = run_module("kubernetes.core.k8s", {"kubeconfig": str(lab.kubeconfig(cluster)), **args})

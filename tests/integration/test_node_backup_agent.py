@@ -32,11 +32,11 @@ import pytest
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.agent_bundle import build_bundle
 from lab.hclab.pki import Authority, CertPair
-from tests.helpers.wait import wait_until
 from tests.helpers.ansible_run import REPO
 from tests.helpers.debian_root import run_in_root
 from tests.helpers.fault_proxy import FaultProxy
 from tests.helpers.kubelet_standin import COUNTER_LOG, KubeletStandin
+from tests.helpers.wait import wait_until
 from tests.integration.test_backup_catalog import info
 
 pytestmark = pytest.mark.integration
