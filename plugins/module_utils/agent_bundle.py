@@ -20,7 +20,7 @@ import zipfile
 
 PACKAGE = "ansible_collections/hybridcloud/migration/plugins/module_utils"
 # The module_utils the agents import, and what those import. Standard library only.
-MODULE_UTILS = ("errors.py", "catalog.py", "catalog_store.py", "s3_client.py", "s3_sigv4.py", "agent_runtime.py")
+MODULE_UTILS = ("errors.py", "catalog.py", "catalog_store.py", "s3_client.py", "s3_sigv4.py", "agent_runtime.py", "velero_catalog.py")
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 _HERE = pathlib.Path(__file__).resolve().parent
 

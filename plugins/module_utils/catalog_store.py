@@ -386,16 +386,20 @@ class CatalogStore:
                 if (now - obj["LastModified"]).total_seconds() > catalog.STALE_TMP_SECONDS:
                     doomed.append(obj["Key"])
         if doomed and not check_mode:
-            with self._errors("deleting %d old catalog entries under %s" % (len(doomed), keys.base)):
-                for start in range(0, len(doomed), 1000):
-                    batch = [{"Key": key} for key in doomed[start:start + 1000]]
-                    answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
-                    if answer.get("Errors"):
-                        raise MigrationError(
-                            "The S3 server refused to delete %s" % answer["Errors"][0].get("Key"),
-                            "check the credentials' delete permission on the catalog prefix",
-                        )
+            self.delete_keys(doomed, "deleting %d old catalog entries under %s" % (len(doomed), keys.base))
         return doomed
+
+    def delete_keys(self, doomed: t.Sequence[str], doing: str) -> None:
+        """Delete catalog keys in batches of 1,000 (the S3 limit); refusals are errors."""
+        with self._errors(doing):
+            for start in range(0, len(doomed), 1000):
+                batch = [{"Key": key} for key in doomed[start:start + 1000]]
+                answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+                if answer.get("Errors"):
+                    raise MigrationError(
+                        "The S3 server refused to delete %s" % answer["Errors"][0].get("Key"),
+                        "check the credentials' delete permission on the catalog prefix",
+                    )
 
 
 def catalog_code_is_404(err: BaseException) -> bool:

@@ -28,6 +28,7 @@ from lab.hclab.cluster import api_client
 from lab.hclab.pki import make_ca
 from tests.helpers.fixtures_lab import Lab
 from tests.helpers.services import LocalService, S3Server, ServiceError, free_port, http_request
+from tests.helpers.wait import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VELERO_DIR = REPO / ".build" / "lab" / "velero"
@@ -180,6 +181,46 @@ class TlsS3Server(S3Server):
         return boto3.client("s3", endpoint_url=endpoint_url or self.endpoint_url, aws_access_key_id=self.access_key,
                             aws_secret_access_key=self.secret_key, region_name=self.region, verify=str(self.ca_file),
                             config=Config(s3=s3_config, **config))
+
+
+# -- cleaning up after a test, so the shared lab is left as it was ------------------------------
+
+def client_core(lab: Lab, cluster: str) -> Any:
+    from kubernetes import client  # pylint: disable=import-outside-toplevel
+
+    return client.CoreV1Api(lab.api(cluster))
+
+
+def client_ext(lab: Lab, cluster: str) -> Any:
+    from kubernetes import client  # pylint: disable=import-outside-toplevel
+
+    return client.ApiextensionsV1Api(lab.api(cluster))
+
+
+def ignore_missing(delete: Any) -> None:
+    from kubernetes.client.exceptions import ApiException  # pylint: disable=import-outside-toplevel
+
+    try:
+        delete()
+    except ApiException as error:
+        if error.status != 404:
+            raise
+
+
+def remove_namespace(lab: Any, name: str, cluster: str = "onprem") -> None:
+    ignore_missing(lambda: client_core(lab, cluster).delete_namespace(name))
+
+
+def remove_velero(lab: Any, cluster: str) -> None:
+    """What the role created: the namespace (and all in it), the cluster role binding, the CRDs."""
+    from kubernetes import client  # pylint: disable=import-outside-toplevel
+
+    remove_namespace(lab, "velero", cluster)
+    ignore_missing(lambda: client.RbacAuthorizationV1Api(lab.api(cluster)).delete_cluster_role_binding("velero"))
+    ignore_missing(lambda: client_ext(lab, cluster).delete_collection_custom_resource_definition(label_selector="component=velero"))
+    # The namespace goes away asynchronously; the next install must not meet it Terminating.
+    wait_until("namespace velero to be deleted", lambda: not [
+        ns for ns in client_core(lab, cluster).list_namespace().items if ns.metadata.name == "velero"], 120, interval=1)
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import io
 import json
 import re
 import subprocess
+import sys
 import tarfile
 import time
 import uuid
@@ -26,8 +28,12 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.ansible_run import REPO, Run, run_playbook
-from tests.helpers.velero import velero_dir
+from ansible_collections.hybridcloud.migration.plugins.module_utils.agent_bundle import build_bundle
+from ansible_collections.hybridcloud.migration.plugins.module_utils.catalog_store import CatalogStore
+from ansible_collections.hybridcloud.migration.plugins.module_utils.s3_client import S3Settings, make_s3_client
+from tests.helpers.ansible_run import REPO, Run, run_module, run_playbook
+from tests.helpers.velero import ignore_missing, remove_namespace, remove_velero, velero_dir
+from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -104,29 +110,6 @@ def installed_velero_kinds(lab: Any, cluster: str = "onprem") -> list[str]:
     found = [crd.metadata.name for crd in ext.list_custom_resource_definition(label_selector="component=velero").items]
     found += [f"namespace/{ns.metadata.name}" for ns in core.list_namespace().items if ns.metadata.name == "velero"]
     return found
-
-
-def ignore_missing(delete: Any) -> None:
-    from kubernetes.client.exceptions import ApiException  # pylint: disable=import-outside-toplevel
-
-    try:
-        delete()
-    except ApiException as error:
-        if error.status != 404:
-            raise
-
-
-def remove_namespace(lab: Any, name: str, cluster: str = "onprem") -> None:
-    ignore_missing(lambda: k8s(lab, cluster)[0].delete_namespace(name))
-
-
-def remove_velero(lab: Any, cluster: str) -> None:
-    """What the role created: the namespace (and all in it), the cluster role binding, the CRDs."""
-    from kubernetes import client  # pylint: disable=import-outside-toplevel
-
-    remove_namespace(lab, "velero", cluster)
-    ignore_missing(lambda: client.RbacAuthorizationV1Api(lab.api(cluster)).delete_cluster_role_binding("velero"))
-    ignore_missing(lambda: k8s(lab, cluster)[3].delete_collection_custom_resource_definition(label_selector="component=velero"))
 
 
 @pytest.fixture(scope="module")
@@ -353,6 +336,109 @@ def test_server_deployment_uses_the_sites_images(lab, s3_server):
         assert again.returncode == 0 and again.stats()["changed"] == 0, changed_tasks(again)
     finally:
         remove_velero(lab, "cloud")
+
+
+# -- the catalog: Velero's backups recorded under _velero -------------------------------------------
+
+def catalog_store(s3_server: Any, bucket: str) -> CatalogStore:
+    settings = S3Settings.from_params({"endpoint_url": s3_server.endpoint_url, "region": s3_server.region,
+                                       "access_key": s3_server.access_key, "secret_key": s3_server.secret_key}, environ={})
+    return CatalogStore(make_s3_client(settings), settings, bucket)
+
+
+def site_vars(lab: Any, s3_server: Any, bucket: str) -> dict[str, Any]:
+    """The inventory variables of a site whose source cluster is the lab's onprem."""
+    return {
+        "hcm_cluster_name": "onprem", "hcm_source_kubeconfig": str(lab.kubeconfig("onprem")),
+        "hcm_s3_endpoint_url": s3_server.endpoint_url, "hcm_s3_region": s3_server.region, "hcm_s3_bucket": bucket,
+        "hcm_s3_access_key": s3_server.access_key, "hcm_s3_secret_key": s3_server.secret_key,
+        "hcm_velero_schedules": [{"name": "resources"}], "hcm_backup_max_age": "1h", "hcm_catalog_keep_last": 10,
+    }
+
+
+def run_velero_catalog_agent(s3_server: Any, bucket: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """The agent the role velero_catalog installs, as its systemd service runs it (settings file, zipapp)."""
+    bundle = build_bundle(REPO / "roles/velero_catalog/files/hcm_velero_catalog.py", tmp_path / "bundle")
+    settings = tmp_path / "hcm-velero-catalog.json"
+    settings.write_text(json.dumps({
+        "cluster": "onprem", "work_dir": str(tmp_path / "work"), "schedules": ["resources"], "velero_prefix": "velero",
+        "s3": {"endpoint_url": s3_server.endpoint_url, "region": s3_server.region, "bucket": bucket,
+               "access_key": s3_server.access_key, "secret_key": s3_server.secret_key},
+        "retention": {"keep_last": 10, "max_age": "7d"},
+    }))
+    return subprocess.run([sys.executable, str(bundle), "--config", str(settings)], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_backup_now_backs_up_each_schedule_and_records_it_in_the_catalog(lab, velero_install, velero_server, s3_server, tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n")
+    run = run_playbook(REPO / "playbooks/backup_now.yml", inventory=inventory,
+                       extra_vars=site_vars(lab, s3_server, velero_install.bucket))
+    assert run.returncode == 0, f"{run.output}\nvelero server log:\n{velero_server.log_tail(30)}"
+
+    made = [b for b in velero_objects(lab, "backups", label_selector="velero.io/schedule-name=resources")
+            if "-now-" in b["metadata"]["name"]]
+    assert len(made) == 1 and made[0]["status"]["phase"] == "Completed", made
+    backup = made[0]
+    assert backup["spec"]["excludedNamespaces"] == velero_object(lab, "schedules", "resources")["spec"]["template"]["excludedNamespaces"]
+
+    entry = catalog_store(s3_server, velero_install.bucket).latest("onprem", "_velero")
+    assert entry is not None, "backup_now recorded nothing"
+    [artifact] = entry["data"]["resources"]
+    name = backup["metadata"]["name"]
+    key = f"velero/backups/{name}/{name}.tar.gz"
+    stored = s3_server.client().get_object(Bucket=velero_install.bucket, Key=key)["Body"].read()
+    assert artifact["name"] == name and artifact["location"] == f"s3://{velero_install.bucket}/{key}"
+    assert artifact["size"] == len(stored) and artifact["sha256"] == hashlib.sha256(stored).hexdigest()
+    started = backup["status"]["startTimestamp"]
+    assert artifact["created_at"] == entry["created_at"] == started, "the RPO must count from the backup's start"
+    assert artifact["details"]["schedule"] == "resources" and artifact["details"]["completed_at"] == backup["status"]["completionTimestamp"]
+    assert f"resources/deployments.apps/namespaces/{SHOP}/web.json" in tarball(s3_server, velero_install.bucket, name)
+
+    again = run_module("velero_catalog", {"endpoint_url": s3_server.endpoint_url, "region": s3_server.region,
+                                          "access_key": s3_server.access_key, "secret_key": s3_server.secret_key,
+                                          "bucket": velero_install.bucket, "cluster": "onprem", "schedules": ["resources"]})
+    assert not again.get("failed"), again.run.output
+    assert not again["changed"] and again["entry_id"] == entry["id"] and again["recorded"] == [name]
+
+
+def test_agent_records_newer_backups_and_drops_entries_of_deleted_ones(lab, velero_install, velero_server, s3_server, tmp_path):
+    bucket = velero_install.bucket
+    store = catalog_store(s3_server, bucket)
+    names = [f"agent-{index}-{uuid.uuid4().hex[:6]}" for index in (1, 2)]
+    entries = []
+    for name in names:
+        velero_server.cli("backup", "create", name, "--from-schedule", "resources", "--wait")
+        ran = run_velero_catalog_agent(s3_server, bucket, tmp_path)
+        assert ran.returncode == 0, ran.stderr
+        assert "latest: moved" in ran.stderr, ran.stderr
+        entries.append(store.latest("onprem", "_velero"))
+        assert [a["name"] for a in entries[-1]["data"]["resources"]] == [name]
+
+    ran = run_velero_catalog_agent(s3_server, bucket, tmp_path)
+    assert ran.returncode == 0 and "latest: unchanged" in ran.stderr, ran.stderr
+
+    # Velero deletes the older backup (as its TTL would): its catalog entry goes, the latest stays.
+    velero_server.cli("backup", "delete", names[0], "--confirm")
+    listing = s3_server.client().list_objects_v2
+    wait_until(f"Velero to delete backup {names[0]} from the storage",
+               lambda: not listing(Bucket=bucket, Prefix=f"velero/backups/{names[0]}/").get("Contents"), 90, interval=1)
+    ran = run_velero_catalog_agent(s3_server, bucket, tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    keys = store.keys("onprem", "_velero")
+    assert entries[0]["id"] not in store.entry_ids(keys) and entries[1]["id"] in store.entry_ids(keys)
+    assert store.latest("onprem", "_velero")["id"] == entries[1]["id"]
+
+
+def test_velero_catalog_refuses_when_no_schedule_has_a_backup(velero_install, s3_server):
+    before = catalog_store(s3_server, velero_install.bucket).latest("onprem", "_velero")
+    result = run_module("velero_catalog", {"endpoint_url": s3_server.endpoint_url, "region": s3_server.region,
+                                           "access_key": s3_server.access_key, "secret_key": s3_server.secret_key,
+                                           "bucket": velero_install.bucket, "cluster": "onprem", "schedules": ["web-only"]})
+    assert result.get("failed") and "No Completed, unexpired Velero backup of schedule web-only" in result["msg"], result
+    assert "backup_now" in result["fix"]
+    assert catalog_store(s3_server, velero_install.bucket).latest("onprem", "_velero") == before
 
 
 # -- the shipped manifest ----------------------------------------------------------------------------
