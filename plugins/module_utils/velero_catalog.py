@@ -256,4 +256,3 @@ def prune(
     if gone and not check_mode:
         store.delete_keys(gone, "deleting %d catalog entries whose Velero backups expired" % len(gone))
     return pruned + gone
-

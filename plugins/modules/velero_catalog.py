@@ -66,7 +66,6 @@ attributes:
     description: Not supported.
 seealso:
   - module: hybridcloud.migration.backup_catalog_info
-  - role: hybridcloud.migration.velero
 """
 
 EXAMPLES = r"""

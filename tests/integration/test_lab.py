@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -30,6 +28,7 @@ import yaml
 
 from tests.helpers.ansible_run import ModuleResult, run_module
 from tests.helpers.fixtures_lab import REPO, Lab
+from tests.helpers.jws import jws_signature_valid
 from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -182,16 +181,6 @@ def test_fail_node_turns_the_node_not_ready_and_leaves_its_pods_bound_to_it(lab:
         assert renewed > lease_before, f"{other}'s lease stopped too"
 
 
-def _jws_signature_valid(jws: str, payload: str, token_id: str, token_secret: str) -> bool:
-    """Check a detached JWS (header..signature) the way `kubeadm join` does before trusting cluster-info."""
-    header_b64, empty, signature_b64 = jws.split(".")
-    header = json.loads(base64.urlsafe_b64decode(header_b64 + "=" * (-len(header_b64) % 4)))
-    payload_b64 = base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode()
-    expected = hmac.new(token_secret.encode(), f"{header_b64}.{payload_b64}".encode(), hashlib.sha256).digest()
-    signature = base64.urlsafe_b64decode(signature_b64 + "=" * (-len(signature_b64) % 4))
-    return empty == "" and header == {"alg": "HS256", "kid": token_id} and hmac.compare_digest(expected, signature)
-
-
 def _new_token() -> tuple[str, str]:
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
     return "".join(secrets.choice(alphabet) for _n in range(6)), "".join(secrets.choice(alphabet) for _n in range(16))
@@ -231,7 +220,7 @@ def test_bootstrap_token_is_signed_into_cluster_info_by_the_bootstrapsigner(lab:
 
     data = wait_until(f"{key} in kube-public/cluster-info", signed, 60)
 
-    assert _jws_signature_valid(data[key], data["kubeconfig"], token_id, token_secret), data[key]
+    assert jws_signature_valid(data[key], data["kubeconfig"], token_id, token_secret), data[key]
     # What the signature vouches for: this cluster's API server and CA, as a joining node will see them.
     published = yaml.safe_load(data["kubeconfig"])["clusters"][0]["cluster"]
     assert published["server"] == lab.server("onprem")

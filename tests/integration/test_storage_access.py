@@ -58,8 +58,8 @@ def test_grant_makes_a_read_only_user_and_hands_its_key_to_the_target_cluster(ac
     policy = json.loads(policy) if isinstance(policy, str) else policy
     statements = {s["Sid"]: s for s in policy["Statement"]}
     assert statements["ReadBackups"]["Action"] == ["s3:GetObject"]
-    assert statements["ReadBackups"]["Resource"] == ["arn:aws:s3:::dr-backups/catalog/*", "arn:aws:s3:::dr-backups/velero/*",
-                                                    "arn:aws:s3:::dr-backups/restic/onprem/*"]
+    assert statements["ReadBackups"]["Resource"] == [
+        "arn:aws:s3:::dr-backups/catalog/*", "arn:aws:s3:::dr-backups/velero/*", "arn:aws:s3:::dr-backups/restic/onprem/*"]
     assert statements["ListBackups"]["Condition"] == {"StringLike": {"s3:prefix": ["catalog/*", "velero/*", "restic/onprem/*"]}}
     assert {a for s in policy["Statement"] for a in s["Action"]} == {"s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"}
 
