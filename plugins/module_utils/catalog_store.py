@@ -72,6 +72,18 @@ class CatalogStore:
                 Bucket=self.bucket, Key=key, Body=body, ContentType="application/json"
             )
 
+    # Other documents kept beside the catalog (migration plans and reports) use the same helpers.
+    def read_bytes(self, key: str, doing: str, consequence: str = "") -> bytes | None:
+        """An object of this bucket, or None when it does not exist; S3 errors explained."""
+        return self._get(key, doing, consequence)
+
+    def write_json(self, key: str, doc: t.Mapping[str, t.Any], doing: str, consequence: str = "") -> None:
+        self._put(key, catalog.canonical_json(doc), doing, consequence)
+
+    def errors(self, doing: str, consequence: str = "") -> t.ContextManager[None]:
+        """S3 errors inside the block become MigrationErrors saying what was being done."""
+        return self._errors(doing, consequence)
+
     def _list(self, prefix: str, doing: str, delimiter: str = "") -> t.Iterator[dict[str, t.Any]]:
         """Pages of a listing (objects under Contents, folders under CommonPrefixes)."""
         kwargs: dict[str, t.Any] = {"Bucket": self.bucket, "Prefix": prefix}
