@@ -150,3 +150,18 @@ def test_refusals_name_the_problem(backed_up):
     assert not accepted.get("failed") and any("accepted" in w for w in accepted["plan"]["warnings"])
     no_node = plan(backed_up, run_id="plan-other", failed_node=backed_up["other"])
     assert no_node.get("failed") and "no complete backup of node" in no_node["msg"]
+
+
+def test_report_of_a_run_is_written_beside_its_plan(backed_up, s3_server, tmp_path):
+    planned = plan(backed_up)
+    phases = [{"name": "plan", "started_at": planned["plan"]["created_at"], "finished_at": planned["plan"]["created_at"]}]
+    written = run_module("migration_report", {
+        **backed_up["s3"], "run_id": "plan-test", "cluster": "onprem", "failed_node": backed_up["failed"], "target_cluster": "cloud",
+        "target_cloud": "aws", "phases": phases, "plan": planned["plan"], "backups": planned["plan"]["backups"]["taken_at"],
+        "dest": str(tmp_path / "report")})
+    assert not written.get("failed"), written.get("msg")
+    assert written["headline"].startswith(f"OK: 2 workloads of {backed_up['failed']} (onprem) moved to cloud on aws node cloud-worker-9")
+    assert (tmp_path / "report/report.md").read_text() == written["markdown"]
+    assert json.loads((tmp_path / "report/report.json").read_text())["rpo"]["resources"]["taken_at"]
+    uploaded = s3_server.client().get_object(Bucket=backed_up["s3"]["bucket"], Key="migrations/onprem/plan-test/report.md")
+    assert uploaded["Body"].read().decode() == written["markdown"]
