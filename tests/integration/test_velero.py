@@ -212,6 +212,7 @@ def test_role_installs_velero_and_reports_the_location_available(lab, velero_ins
     assert default["schedule"] == "0 * * * *" and default["template"]["ttl"] == "168h0m0s"
     assert default["template"]["includedNamespaces"] == ["*"]
     assert default["template"]["excludedNamespaces"] == list(SYSTEM_NAMESPACES)
+    assert default["template"]["includeClusterResources"] is True, "the migration needs ClusterRoles, CRDs and PVs"
     assert schedules[EVERY_MINUTE]["status"]["phase"] == "Enabled"
     web_only = schedules["web-only"]["spec"]
     assert web_only["paused"] is True and web_only["template"]["labelSelector"] == {"matchLabels": {"app": "web"}}
