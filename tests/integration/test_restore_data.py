@@ -70,6 +70,10 @@ def test_restores_the_bytes_into_the_rehomed_path_once(snapshot, s3_server):
     [marker] = (node / "var/lib/hybridcloud-migration/restored").iterdir()
     assert json.loads(marker.read_text())["snapshot"] == snapshot["item"]["location"].rsplit("#", 1)[1]
 
+    [noted] = [r for r in first.task_results("cloud-worker-9") if "restore_data_results" in r.get("ansible_facts", {})]
+    [result] = noted["ansible_facts"]["restore_data_results"]
+    assert result["outcome"] == "restored" and result["detail"] == "restored and verified" and result["bytes"] >= 2 * 1024 * 1024
+
     again = restore(snapshot)
     assert again.returncode == 0, failures(again, "cloud-worker-9")
     assert again.stats("cloud-worker-9")["changed"] == 0
