@@ -16,11 +16,13 @@ with ``criu restore`` from the archive restic gives back, goes on counting from 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import subprocess
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -205,10 +207,14 @@ class Setup:
 
 
 def install(node: Node, debian_root: Path, server: Any, bucket: str, where: Path, endpoint_url: str | None = None,
-            keep_last: int = 14, max_age: str = "14d", restic_binary: str | None = None, checkpoints: bool = True) -> Setup:
+            keep_last: int = 14, max_age: str = "14d", restic_binary: str | None = None, checkpoints: bool = True,
+            kubelet_ca_file: str | None = None, kubelet_pki_dir: Path | None = None, retry_limit: str = "5m", lock_wait: str = "2m",
+            extra_paths: tuple[str, ...] = ()) -> Setup:
     """The settings the role's template renders, plus the secret file it installs.
 
     The lock file moves into ``where``: the role's /run path would be shared by every test here.
+    The kubelet's CA is the stand-in's, named explicitly, unless ``kubelet_ca_file`` says otherwise
+    ("" lets the agent choose by what ``kubelet_pki_dir`` holds).
     """
     where.mkdir(parents=True, exist_ok=True)
     endpoint_url = endpoint_url or server.endpoint_url
@@ -223,9 +229,11 @@ def install(node: Node, debian_root: Path, server: Any, bucket: str, where: Path
         "node_backup_api_server": node.api_server, "node_backup_api_ca_file": str(node.api_ca),
         "node_backup_api_cert_file": str(node.api_client.cert), "node_backup_api_key_file": str(node.api_client.key),
         "node_backup_checkpoints_enabled": checkpoints, "node_backup_kubelet_url": node.kubelet.base_url,
-        "node_backup_kubelet_ca_file": str(node.kubelet.ca_file),
+        "node_backup_kubelet_ca_file": str(node.kubelet.ca_file) if kubelet_ca_file is None else kubelet_ca_file,
+        "node_backup_kubelet_pki_dir": str(kubelet_pki_dir or where / "kubelet-pki"),
+        "node_backup_restic_retry_limit": retry_limit, "node_backup_restic_lock_wait": lock_wait,
         "node_backup_kubelet_cert_file": str(node.kubelet_client.cert), "node_backup_kubelet_key_file": str(node.kubelet_client.key),
-        "node_backup_checkpoint_timeout": 60, "node_backup_extra_paths": [], "node_backup_keep_last": keep_last, "node_backup_max_age": max_age,
+        "node_backup_checkpoint_timeout": 60, "node_backup_extra_paths": list(extra_paths), "node_backup_keep_last": keep_last, "node_backup_max_age": max_age,
     }
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters.update(to_json=json.dumps, bool=bool, int=int)
@@ -252,6 +260,11 @@ def restic(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([setup.restic, *args], env=setup.restic_env, capture_output=True, text=True, timeout=300, check=True)
 
 
+def repository_locks(setup: Setup) -> list[str]:
+    """Ids of the locks the repository holds now."""
+    return restic(setup, "list", "locks", "--no-lock").stdout.split()
+
+
 def snapshots(setup: Setup) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = json.loads(restic(setup, "snapshots", "--json", "--no-lock").stdout) or []
     return found
@@ -267,6 +280,11 @@ def latest_entry(server: Any, bucket: str, node_name: str) -> dict[str, Any] | N
 def entries_listed(server: Any, bucket: str, node_name: str) -> list[str]:
     listing = server.client().list_objects_v2(Bucket=bucket, Prefix=f"catalog/{CLUSTER}/{node_name}/")
     return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def named_snapshots(entry: dict[str, Any]) -> list[str]:
+    """The snapshot ids a catalog entry names, one per item."""
+    return [snapshot_id(item["location"]) for items in entry["data"].values() for item in items]
 
 
 def snapshot_id(location: str) -> str:
@@ -313,7 +331,8 @@ def test_one_run_backs_up_the_nodes_volumes_and_checkpoint_and_each_comes_back(n
     assert entry is not None, log
     assert (entry["cluster"], entry["node"]) == (CLUSTER, node.name)
     local = {item["name"]: item for item in entry["data"]["local_data"]}
-    pvc, host_path = f"{node.namespace}/data-db-0", f"{node.namespace}/files-0/cache"
+    # files-0 is a bare pod: its hostPath data is filed under the pod itself (a Deployment's, under the Deployment).
+    pvc, host_path = f"{node.namespace}/data-db-0", f"{node.namespace}/pod/files-0/cache"
     assert set(local) >= {pvc, host_path}, sorted(local)
     assert local[pvc]["details"]["source"] == "local-pv" and local[pvc]["details"]["pv"] == node.local_pv
     assert local[pvc]["details"]["path"] == str(node.local_dir)
@@ -340,6 +359,8 @@ def test_one_run_backs_up_the_nodes_volumes_and_checkpoint_and_each_comes_back(n
     tags = {s["id"]: set(s.get("tags") or []) for s in snapshots(setup)}
     assert {"kind=local_data", "source=local-pv", f"ns={node.namespace}", "pvc=data-db-0", f"node={node.name}"} <= tags[snapshot_id(local[pvc]["location"])]
     assert {"kind=workload_state", "pod=counter-0", "container=counter"} <= tags[snapshot_id(checkpoint["location"])]
+    assert {"kind=local_data", "source=host-path", f"ns={node.namespace}", "owner=pod/files-0", "volume=cache"} \
+        == tags[snapshot_id(local[host_path]["location"])] - {"hcm", f"cluster={CLUSTER}", f"node={node.name}"}
 
     # The checkpoint: download it from restic, open it, restore the process in a fresh namespace.
     archive_path = node.kubelet.checkpoints_dir / checkpoint["details"]["archive"]
@@ -381,7 +402,7 @@ def test_with_checkpoints_turned_off_the_kubelet_is_never_asked(node: Node, debi
     assert len(node.kubelet.seen) == asked
     entry = latest_entry(s3_server, s3_bucket, node.name)
     assert entry is not None
-    assert {f"{node.namespace}/data-db-0", f"{node.namespace}/files-0/cache"} <= {i["name"] for i in entry["data"]["local_data"]}
+    assert {f"{node.namespace}/data-db-0", f"{node.namespace}/pod/files-0/cache"} <= {i["name"] for i in entry["data"]["local_data"]}
     assert not entry["data"].get("workload_state")
 
 
@@ -416,18 +437,15 @@ def test_storage_dying_at_the_catalog_write_leaves_the_previous_entry_latest(nod
         assert entries_listed(server, bucket, node.name) == keys_before
 
         # Once the storage is back, the next run completes and becomes the latest. Retention
-        # (keep_last 1, applied before backing up) keeps the newest snapshot of every item,
-        # checkpoints included, whose archive name changes on each run.
+        # (keep_last 1) leaves that one entry, and restic exactly the snapshots it names: the
+        # first run's, and the second's that no entry ever named, are gone.
         third = run_agent(node, setup)
         assert third.returncode == 0, third.stderr
         after = latest_entry(server, bucket, node.name)
         assert after is not None and after["id"] > before["id"]
-        per_item: dict[str, int] = {}
-        for snap in snapshots(setup):
-            item = ",".join(sorted(t for t in snap.get("tags") or [] if t.startswith(("kind=", "source=", "ns=", "pvc=", "pod=", "volume=", "container="))))
-            per_item[item] = per_item.get(item, 0) + 1
-        # The second run's snapshots were kept (newest when the third run applied retention), plus the third's.
-        assert per_item and set(per_item.values()) == {2}, per_item
+        assert entries_listed(server, bucket, node.name) == [
+            f"catalog/{CLUSTER}/{node.name}/entries/{after['id']}.json", f"catalog/{CLUSTER}/{node.name}/latest.json"]
+        assert sorted(s["id"] for s in snapshots(setup)) == sorted(named_snapshots(after))
 
 
 def test_a_wrong_restic_password_fails_clearly_and_changes_nothing(node: Node, first_run: Any, s3_server: Any, tmp_path: Path) -> None:
@@ -447,33 +465,83 @@ def test_a_wrong_restic_password_fails_clearly_and_changes_nothing(node: Node, f
     assert len([s for s in snapshots(setup) if s["hostname"] == node.name]) == count
 
 
-def test_a_repository_locked_by_another_run_fails_clearly_without_damage(node: Node, first_run: Any, s3_server: Any, tmp_path: Path) -> None:
+def test_a_repository_another_run_holds_exclusively_fails_the_run_before_it_writes_anything(
+        node: Node, first_run: Any, s3_server: Any, tmp_path: Path) -> None:
+    """Another run prunes (an exclusive lock): this run stops at step 0, before a checkpoint or an upload."""
     setup, result = first_run
     assert result.returncode == 0, result.stderr
     before = latest_entry(s3_server, setup.bucket, node.name)
     assert before is not None
-    # Another run holds the repository: a backup reading from a pipe keeps its lock until stdin closes.
-    holder = subprocess.Popen([setup.restic, "backup", "--stdin", "--host", "other-run"], env=setup.restic_env,
-                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    snapshots_before = sorted(s["id"] for s in snapshots(setup))
+    asked = len(node.kubelet.seen)
+    # ``restic key passwd`` takes the exclusive lock (as prune, forget and check do), then reads
+    # the new password: from a FIFO, it holds the lock until the test closes the FIFO.
+    fifo = tmp_path / "new-password"
+    os.mkfifo(fifo)
+    holder = subprocess.Popen([setup.restic, "key", "passwd", "--new-password-file", str(fifo)], env=setup.restic_env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        def other_lock() -> str:
-            return restic(setup, "list", "locks", "--no-lock").stdout.strip()
-
-        wait_until("the other run holds its lock", other_lock, 30)
+        wait_until("the other run holds its exclusive lock", lambda: repository_locks(setup), 30)
         locked = run_agent(node, setup)
     finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
+        with open(fifo, "w", encoding="utf-8"):
+            pass  # an empty new password: restic refuses it and changes nothing
         holder.wait(timeout=60)
+    assert holder.returncode != 0 and "empty password" in (holder.stderr.read() if holder.stderr else ""), "the holder changed the password"
     assert locked.returncode == 1, locked.stderr
-    assert f"The restic repository {setup.repository} is locked by another run while applying retention" in locked.stderr, locked.stderr
+    assert (f"The restic repository {setup.repository} is locked by another run while opening the repository, before backing up anything "
+            "(unable to create lock in backend: repository is already locked exclusively by PID") in locked.stderr, locked.stderr
     assert "restic unlock" in locked.stderr, locked.stderr
+    assert "step 1" not in locked.stderr, locked.stderr
+    assert len(node.kubelet.seen) == asked, "a checkpoint was taken by a run that could not store it"
+    assert sorted(s["id"] for s in snapshots(setup)) == snapshots_before
     assert latest_entry(s3_server, setup.bucket, node.name) == before
     # No damage: the repository checks clean and the latest entry's data restores whole.
     restic(setup, "check")
     pvc = next(i for i in before["data"]["local_data"] if i["name"] == f"{node.namespace}/data-db-0")
     restic(setup, "restore", snapshot_id(pvc["location"]), "--target", str(tmp_path / "restored"))
     assert tree_digest(tmp_path / "restored" / node.local_dir.relative_to("/")) == node.digests["local"]
+
+
+def test_another_node_backing_up_into_the_shared_repository_defers_retention_not_the_backup(
+        node: Node, debian_root: Path, s3_server: Any, s3_bucket: str, tmp_path: Path) -> None:
+    """Nodes of a cluster share one repository: another node's backup (a shared lock) holds only retention back."""
+    setup = install(node, debian_root, s3_server, s3_bucket, tmp_path / "etc", keep_last=1, max_age="", lock_wait="1s")
+    first = run_agent(node, setup)
+    assert first.returncode == 0, first.stderr
+    before = latest_entry(s3_server, setup.bucket, node.name)
+    assert before is not None
+    ours_before = {s["id"] for s in snapshots(setup) if s["hostname"] == node.name}
+    holder = subprocess.Popen([setup.restic, "backup", "--stdin", "--stdin-filename", "other.bin", "--host", "other-node",
+                               "--tag", "hcm", "--tag", f"cluster={CLUSTER}", "--tag", "node=other-node"],
+                              env=setup.restic_env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until("the other node's backup holds its lock", lambda: repository_locks(setup), 30)
+        deferred = run_agent(node, setup)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write(b"the other node's data\n")
+        holder.stdin.close()
+        holder.wait(timeout=60)
+    assert deferred.returncode == 0, deferred.stderr
+    assert "backup complete" in deferred.stderr, deferred.stderr
+    assert "WARNING step 4: restic retention is left to the next run: The restic repository" in deferred.stderr, deferred.stderr
+    assert "is locked by another run while applying retention (forgetting" in deferred.stderr, deferred.stderr
+    latest = latest_entry(s3_server, setup.bucket, node.name)
+    assert latest is not None and latest["id"] > before["id"]
+    ours = {s["id"] for s in snapshots(setup) if s["hostname"] == node.name}
+    assert ours == ours_before | set(named_snapshots(latest)), "snapshots were forgotten without the lock"
+
+    # Once the other node is done, the next run catches up: this node keeps what its one entry
+    # (keep_last 1) names; the other node's snapshot is not this node's to forget.
+    caught_up = run_agent(node, setup)
+    assert caught_up.returncode == 0, caught_up.stderr
+    assert "step 4: forgot" in caught_up.stderr and "left to the next run" not in caught_up.stderr, caught_up.stderr
+    latest = latest_entry(s3_server, setup.bucket, node.name)
+    assert latest is not None
+    everything = snapshots(setup)
+    assert sorted(s["id"] for s in everything if s["hostname"] == node.name) == sorted(named_snapshots(latest))
+    assert [s["paths"] for s in everything if s["hostname"] == "other-node"] == [["/other.bin"]]
 
 
 RESTIC_FAILING_ON_CHECKPOINTS = """#!/bin/sh
@@ -528,3 +596,155 @@ def test_a_checkpoint_the_runtime_cannot_take_fails_the_run_naming_the_container
     assert "read the kubelet's and the container runtime's logs" in failed.stderr, failed.stderr
     assert not list(node.kubelet.checkpoints_dir.iterdir())
     assert latest_entry(s3_server, setup.bucket, node.name) == before
+
+
+# -- retention follows the catalog ----------------------------------------------------------
+
+
+def test_restic_keeps_exactly_what_the_remaining_catalog_entries_name_and_each_of_them_restores(
+        node: Node, debian_root: Path, s3_server: Any, s3_bucket: str, tmp_path: Path) -> None:
+    """keep_last 2, with failed runs between complete ones, and other snapshots in the shared repository.
+
+    Failed runs store snapshots no entry names; while they fail, the latest entry must stay
+    whole (retention used to run before the backup, by restic's own per-tag rules, and could
+    forget what latest named). After the complete runs, restic holds exactly what the two
+    remaining entries name, each restores its own run's bytes, and nobody else's snapshot went.
+    """
+    journal = tmp_path / "journal"  # an extra path whose content changes on every run
+    setup = install(node, debian_root, s3_server, s3_bucket, tmp_path / "etc", keep_last=2, max_age="", extra_paths=(str(journal),))
+    wrapper = tmp_path / "restic"
+    wrapper.write_text(RESTIC_FAILING_ON_CHECKPOINTS % (debian_root / "usr/bin/restic"))
+    wrapper.chmod(0o755)
+    failing = install(node, debian_root, s3_server, s3_bucket, tmp_path / "etc-failing", keep_last=2, max_age="",
+                      restic_binary=str(wrapper), extra_paths=(str(journal),))
+    contents: dict[str, dict[str, str]] = {}  # entry id -> the journal as that run saw it
+
+    def backup(run: int, config: Setup) -> subprocess.CompletedProcess[str]:
+        journal.mkdir(exist_ok=True)
+        (journal / "run.txt").write_text(f"run {run}\n")
+        done = run_agent(node, config)
+        entry = latest_entry(s3_server, s3_bucket, node.name)
+        if done.returncode == 0 and entry is not None:
+            contents[entry["id"]] = tree_digest(journal)
+        return done
+
+    assert backup(1, setup).returncode == 0
+    first = latest_entry(s3_server, s3_bucket, node.name)
+    assert first is not None
+    # Snapshots that are not this node's hcm backups: another node's, and one a person took on this host.
+    restic(setup, "backup", "--host", "other-node", "--tag", "hcm", "--tag", f"cluster={CLUSTER}", "--tag", "node=other-node", str(node.host_dir))
+    restic(setup, "backup", "--host", node.name, "--tag", "by-hand", str(node.host_dir))
+    foreign = {s["id"] for s in snapshots(setup) if s["hostname"] != node.name or "hcm" not in (s.get("tags") or [])}
+    assert len(foreign) == 2
+
+    for run in (2, 3, 4):
+        failed = backup(run, failing)
+        assert failed.returncode == 1 and "connection reset by peer" in failed.stderr, failed.stderr
+    # Three runs stored local data and failed: latest still names the first run's snapshots, whole.
+    assert latest_entry(s3_server, s3_bucket, node.name) == first
+    assert set(named_snapshots(first)) <= {s["id"] for s in snapshots(setup)}
+    assert_restores(node, setup, first, journal, contents[first["id"]], tmp_path / "restore-first")
+
+    for run in (5, 6, 7):
+        done = backup(run, setup)
+        assert done.returncode == 0, done.stderr
+    latest = latest_entry(s3_server, s3_bucket, node.name)
+    assert latest is not None
+    kept = [k.rsplit("/", 1)[1][: -len(".json")] for k in entries_listed(s3_server, s3_bucket, node.name) if "/entries/" in k]
+    assert len(kept) == 2 and kept[-1] == latest["id"]
+    entries = [json.loads(s3_server.client().get_object(Bucket=s3_bucket, Key=f"catalog/{CLUSTER}/{node.name}/entries/{entry_id}.json")["Body"].read())
+               for entry_id in kept]
+    named = {snap for entry in entries for snap in named_snapshots(entry)}
+    now = snapshots(setup)
+    assert {s["id"] for s in now if s["id"] not in foreign} == named, "restic must hold exactly what the two entries name"
+    assert foreign <= {s["id"] for s in now}, "another node's or a person's snapshot was forgotten"
+    assert "step 4: forgot" in done.stderr, done.stderr
+    restic(setup, "check")
+    for entry in entries:
+        assert_restores(node, setup, entry, journal, contents[entry["id"]], tmp_path / f"restore-{entry['id']}")
+
+
+def assert_restores(node: Node, setup: Setup, entry: dict[str, Any], journal: Path, journal_digest: dict[str, str], target: Path) -> None:
+    """Every item of the entry comes back from restic: each directory byte for byte as that run saw it, the checkpoint archive whole."""
+    expected = {str(node.local_dir): node.digests["local"], str(node.host_dir): node.digests["host"], str(journal): journal_digest}
+    items = {item["details"]["path"]: item for item in entry["data"]["local_data"]}
+    assert set(expected) <= set(items), sorted(items)
+    for path, digest in expected.items():
+        restic(setup, "restore", snapshot_id(items[path]["location"]), "--target", str(target))
+        assert tree_digest(target / path.lstrip("/")) == digest, items[path]["name"]
+    [checkpoint] = entry["data"]["workload_state"]
+    archive = node.kubelet.checkpoints_dir / checkpoint["details"]["archive"]
+    dumped = subprocess.run([setup.restic, "dump", snapshot_id(checkpoint["location"]), str(archive)], env=setup.restic_env,
+                            capture_output=True, timeout=300, check=True).stdout
+    assert len(dumped) == checkpoint["size"] and tarfile.is_tarfile(io.BytesIO(dumped)), checkpoint
+
+
+# -- which CA verifies the kubelet ------------------------------------------------------------
+
+
+def test_left_empty_the_kubelet_ca_follows_what_the_kubelet_serves(
+        node: Node, debian_root: Path, s3_server: Any, s3_bucket: str, tmp_path: Path) -> None:
+    """kubeadm's default kubelet serves a self-signed certificate, kept with its CA in kubelet.crt;
+    with serverTLSBootstrap it serves one the cluster CA signed (kubelet-server-current.pem)."""
+    pki = tmp_path / "var/lib/kubelet/pki"
+    pki.mkdir(parents=True)
+    # The stand-in serves a certificate from its own CA: here that is the kubelet's self-signed chain.
+    (pki / "kubelet.crt").write_bytes(node.kubelet.serving.cert_pem() + node.kubelet.ca.cert.read_bytes())
+    (pki / "kubelet.key").write_bytes(node.kubelet.serving.key_pem())
+    (pki / "kubelet.key").chmod(0o600)
+    setup = install(node, debian_root, s3_server, s3_bucket, tmp_path / "etc", kubelet_ca_file="", kubelet_pki_dir=pki)
+    assert setup.settings["kubelet"]["ca_file"] == "" and setup.settings["kubelet"]["pki_dir"] == str(pki)
+    asked = len(node.kubelet.seen)
+    done = run_agent(node, setup)
+    assert done.returncode == 0, done.stderr
+    assert f"the kubelet's certificate is verified with {pki / 'kubelet.crt'}" in done.stderr, done.stderr
+    assert [r.status for r in node.kubelet.seen[asked:]] == [200]
+    before = latest_entry(s3_server, s3_bucket, node.name)
+    assert before is not None and len(before["data"]["workload_state"]) == 1
+
+    # The kubelet now has a certificate the cluster signed (serverTLSBootstrap): the agent takes the
+    # cluster CA, which does not verify what this kubelet serves, and says which setting to change.
+    (pki / "kubelet-server-current.pem").write_bytes(node.api_client.cert.read_bytes() + node.api_client.key.read_bytes())
+    failed = run_agent(node, setup)
+    assert failed.returncode == 1, failed.stderr
+    assert (f"The TLS certificate of {node.kubelet.base_url} did not verify against {node.api_ca} (the kubelet's CA, the cluster CA, "
+            f"chosen because {pki / 'kubelet-server-current.pem'} exists") in failed.stderr, failed.stderr
+    fix = failed.stderr.split("Fix: ", 1)[1]
+    assert f"set node_backup_kubelet_ca_file to {pki / 'kubelet.crt'} when the kubelet serves the self-signed certificate" in fix, fix
+    assert f"or to the cluster CA {node.api_ca} when the cluster signs its serving certificate (serverTLSBootstrap: true" in fix, fix
+    assert "Traceback" not in failed.stderr
+    assert len(node.kubelet.seen) == asked + 1, "the kubelet must not have been asked for a checkpoint over an unverified connection"
+    assert latest_entry(s3_server, s3_bucket, node.name) == before
+
+
+# -- the storage dying while restic uploads --------------------------------------------------
+
+
+def test_storage_dying_while_restic_uploads_fails_the_run_within_the_retry_limit(node: Node, debian_root: Path, private_s3_server: Any,
+                                                                                 tmp_path: Path) -> None:
+    """restic alone would retry for 15 minutes; node_backup_restic_retry_limit (here 5 s) bounds it."""
+    server = private_s3_server()
+    bucket = server.create_bucket("node-backup-upload-outage")
+    with FaultProxy(server.endpoint_url) as proxy:
+        setup = install(node, debian_root, server, bucket, tmp_path / "etc", endpoint_url=proxy.endpoint_url, retry_limit="5s")
+        first = run_agent(node, setup)
+        assert first.returncode == 0, first.stderr
+        before = latest_entry(server, bucket, node.name)
+        assert before is not None
+        # New data, so restic has a pack to upload; the storage dies as that upload starts.
+        random_tree(tmp_path / "fresh", {"blob.bin": 2 * 1024 * 1024})
+        fresh = install(node, debian_root, server, bucket, tmp_path / "etc-fresh", endpoint_url=proxy.endpoint_url, retry_limit="5s",
+                        extra_paths=(str(tmp_path / "fresh"),))
+        proxy.add_rule(lambda method, path, headers: method == "PUT" and f"/{bucket}/restic/{CLUSTER}/data/" in path, server.stop)
+        asked = len(node.kubelet.seen)
+        started = time.monotonic()
+        dead = run_agent(node, fresh)
+        took = time.monotonic() - started
+        assert [r for r in proxy.seen if r.faulted], "the outage never struck"
+        assert dead.returncode == 1, dead.stderr
+        assert took < 60, f"the run took {took:.0f} s"
+        assert "backup FAILED: restic gave up on the storage while backing up" in dead.stderr, dead.stderr
+        assert "returned error, retrying after" in dead.stderr and "node_backup_restic_retry_limit" in dead.stderr, dead.stderr
+        assert "step 3" not in dead.stderr and len(node.kubelet.seen) == asked, dead.stderr
+        server.start()
+        assert latest_entry(server, bucket, node.name) == before

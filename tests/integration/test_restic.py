@@ -75,7 +75,7 @@ def test_a_locked_repository_and_a_wrong_password_are_explained(restic, data_dir
             assert time.monotonic() < deadline, "the other run never took its lock"
             time.sleep(0.1)
         with pytest.raises(MigrationError) as err:
-            restic.forget(["hcm"], keep_last=1, keep_within_seconds=None)
+            restic.forget([before["snapshot_id"]], lock_wait=None)
         assert "is locked by another run while applying retention" in err.value.problem
         assert "restic unlock" in err.value.fix
     finally:
