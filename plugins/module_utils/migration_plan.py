@@ -1414,10 +1414,13 @@ def attach_node_backup(plan: t.Mapping[str, t.Any], entry: t.Optional[t.Mapping[
     data = (entry or {}).get("data") or {}
     target_node = plan.get("target_node") or ""
     pods: dict[tuple[str, str], dict[str, str]] = {}
+    owners: dict[tuple[str, str], dict[str, str]] = {}  # (namespace, "<kind>/<name>") as the node agent names owners
     for selected in plan.get("selected") or []:
         workload = {"kind": selected["kind"], "namespace": selected.get("target_namespace", selected["namespace"]), "name": selected["name"]}
         for pod in selected.get("pods") or []:
             pods[(selected["namespace"], pod)] = workload
+        if selected.get("namespace"):
+            owners[(selected["namespace"], "%s/%s" % (selected["kind"].lower(), selected["name"]))] = workload
     rename = dict((plan.get("options") or {}).get("namespace_map") or {})
     claims: dict[tuple[str, str], str] = {}
     local_pvs: set[str] = set()
@@ -1443,7 +1446,8 @@ def attach_node_backup(plan: t.Mapping[str, t.Any], entry: t.Optional[t.Mapping[
             item["persistent_volume"] = pv
             item["claim"] = {"namespace": target_ns, "name": details.get("pvc") or ""}
         elif source == "host-path":
-            workload = pods.get((namespace, details.get("pod") or ""))
+            # By owner first: the pod the agent read it from may have been replaced before the node died.
+            workload = owners.get((namespace, details.get("owner") or "")) or pods.get((namespace, details.get("pod") or ""))
             if workload is None:
                 continue
             item["workload"] = workload

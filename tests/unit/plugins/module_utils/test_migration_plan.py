@@ -630,6 +630,9 @@ def node_entry():
             artifact("db/data-pg-0", "local-pv", path="/mnt/disks/pg-0", namespace="db", pvc="data-pg-0", pv="local-pv-0"),
             artifact("ops/debug/data", "host-path", path="/srv/debug", namespace="ops", pod="debug", volume="data"),
             artifact("shop/web-7d4b9c6f5-abcde/x", "host-path", path="/srv/other", namespace="shop", pod="not-moving", volume="x"),
+            # keyed by owner, as the node agent names hostPath data: found although that pod was replaced since
+            artifact("shop/deployment/web/cache", "host-path", path="/srv/web-cache", namespace="shop", owner="deployment/web",
+                     pod="web-7d4b9c6f5-gone1", volume="cache"),
             artifact("/etc/site", "extra-path", path="/etc/site"),
             artifact("db/scratch", "local-pv", path="/mnt/disks/other", namespace="db", pvc="scratch", pv="local-pv-w2"),
         ],
@@ -645,10 +648,12 @@ def test_node_backup_data_of_what_moves_is_attached_to_the_plan():
     plan_ = plan_for(target_node=TARGET, namespace_map={"db": "db-dr"})
     attached = mp.attach_node_backup(plan_, node_entry())
     assert [(a["name"], a["target_path"], a["target_node"]) for a in attached["local_data"]] == [
-        ("/etc/site", "/etc/site", TARGET), ("db/data-pg-0", "/mnt/disks/pg-0", TARGET), ("ops/debug/data", "/srv/debug", TARGET)]
+        ("/etc/site", "/etc/site", TARGET), ("db/data-pg-0", "/mnt/disks/pg-0", TARGET), ("ops/debug/data", "/srv/debug", TARGET),
+        ("shop/deployment/web/cache", "/srv/web-cache", TARGET)]
     pg0 = attached["local_data"][1]
     assert pg0["persistent_volume"] == "local-pv-0" and pg0["claim"] == {"namespace": "db-dr", "name": "data-pg-0"}
     assert attached["local_data"][2]["workload"] == {"kind": "Pod", "namespace": "ops", "name": "debug"}
+    assert attached["local_data"][3]["workload"] == {"kind": "Deployment", "namespace": "shop", "name": "web"}
     assert [(s["name"], s["workload"], s["container"]) for s in attached["workload_state"]] == [
         ("shop/web-7d4b9c6f5-abcde/web", {"kind": "Deployment", "namespace": "shop", "name": "web"}, "web")]
     assert "PersistentVolume local-pv-1 has no local data backup in the node's catalog entry: it starts empty" in attached["warnings"]
