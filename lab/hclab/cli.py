@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -12,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from lab.hclab import LabError, commands, paths
-from lab.hclab.state import LabState
+from lab.hclab.cloud_watcher import DEFAULT_INTERVAL, DEFAULT_REGION, CloudWatcher
+from lab.hclab.state import LabState, require
 
 DESCRIPTION = """\
 The lab: two real Kubernetes clusters, onprem and cloud, on this machine. Each has its own etcd,
@@ -20,6 +22,17 @@ kube-apiserver, kube-controller-manager and kube-scheduler (built by `make lab-b
 nodes simulated by kwok, one process per node, so a node can die like a real one (fail-node).
 Binaries: $HCM_LAB_BIN, else .build/lab/bin of this checkout. State, PKI, kubeconfigs and logs:
 --state-dir, else $HCM_LAB_STATE, else .build/lab/state of this checkout.
+
+A running cluster takes more nodes (add-node, remove-node); watch-cloud makes the EC2 instances
+of a moto_server join the cloud cluster as nodes, as VMs booting from the worker image would.
+"""
+
+WATCH_DESCRIPTION = """Lab infrastructure standing in for "the VM boots from the worker image and joins": poll the EC2
+API at --ec2-endpoint (a moto_server) and, for every pending or running instance tagged
+hybridcloud.io/managed-by=hybridcloud.migration, add a kwok node named after its Name tag, with
+the labels node.kubernetes.io/instance-type, topology.kubernetes.io/region and zone, and
+hclab.io/instance-id. When the instance is terminated, its node is removed. Runs until SIGTERM
+or SIGINT; the nodes of running instances stay after it stops.
 """
 
 
@@ -68,7 +81,55 @@ def _parser() -> argparse.ArgumentParser:
         p_node.add_argument("cluster", metavar="CLUSTER", help="onprem or cloud")
         p_node.add_argument("node", metavar="NODE", help="node name, e.g. onprem-worker-2")
         p_node.add_argument("--wait", action="store_true", help="wait until the node's Ready condition has changed")
+
+    add_text = "add a kwok node to a running cluster, made like the nodes of `up` (identity, Node object, kwok process)"
+    add_description = add_text[0].upper() + add_text[1:] + ". Nothing happens if it runs already."
+    p_add = sub.add_parser("add-node", parents=[common], help=add_text, description=add_description)
+    p_add.add_argument("cluster", metavar="CLUSTER", help="onprem or cloud")
+    p_add.add_argument("node", metavar="NODE", help="node name (a DNS name, e.g. cloud-worker-7)")
+    p_add.add_argument(
+        "--label", action="append", default=[], metavar="KEY=VALUE", type=_label, help="a label of the Node (repeatable; may replace region/zone)"
+    )
+    p_add.add_argument("--wait", action="store_true", help="wait until the node is Ready")
+
+    remove_text = "stop a node's kwok and delete its Node object; nothing happens if the lab has no such node"
+    p_remove = sub.add_parser("remove-node", parents=[common], help=remove_text, description=remove_text[0].upper() + remove_text[1:] + ".")
+    p_remove.add_argument("cluster", metavar="CLUSTER", help="onprem or cloud")
+    p_remove.add_argument("node", metavar="NODE", help="node name")
+
+    p_watch = sub.add_parser(
+        "watch-cloud",
+        parents=[common],
+        help="make the tagged EC2 instances of a moto_server join a cluster as kwok nodes (until stopped)",
+        description=WATCH_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p_watch.add_argument("--cluster", default="cloud", metavar="CLUSTER", help="the cluster the instances join (default: cloud)")
+    p_watch.add_argument("--ec2-endpoint", required=True, metavar="URL", help="the EC2 API, e.g. http://127.0.0.1:5000 (moto_server)")
+    p_watch.add_argument("--region", default=DEFAULT_REGION, help=f"the region polled (default: {DEFAULT_REGION})")
+    p_watch.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, metavar="SECONDS", help=f"seconds between polls (default: {DEFAULT_INTERVAL:g})")
     return parser
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def _watch_cloud(directory: Path, args: argparse.Namespace, say: Printer) -> None:
+    if args.interval <= 0:
+        raise LabError("--interval must be more than 0")
+    stop = threading.Event()
+
+    def stopping(signum: int, _frame: Any) -> None:
+        say(f"watch-cloud: {signal.Signals(signum).name}: stopping")
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stopping)
+    CloudWatcher(directory, args.cluster, args.ec2_endpoint, region=args.region, interval=args.interval, say=say).run(stop)
 
 
 def _summary(lab: LabState) -> str:
@@ -128,6 +189,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             commands.fail_node(directory, args.cluster, args.node, args.wait, say)
         elif args.command == "restore-node":
             commands.restore_node(directory, args.cluster, args.node, args.wait, say)
+        elif args.command == "add-node":
+            commands.add_node(directory, args.cluster, args.node, dict(args.label), args.wait, say)
+        elif args.command == "remove-node":
+            commands.remove_node(directory, args.cluster, args.node, say)
+        elif args.command == "watch-cloud":
+            require(directory).cluster(args.cluster)  # a lab with that cluster, before watching
+            _watch_cloud(directory, args, say)
     except LabError as error:
         print(f"hclab: error: {error}", file=sys.stderr)
         return 1

@@ -5,21 +5,26 @@ Bring-up order: PKI and kubeconfigs, etcd, kube-apiserver, the API objects (admi
 kube-controller-manager and kube-scheduler, then the Node objects and one kwok per node. Each
 step waits, with a deadline, until the component answers on its secure port with this
 cluster's CA; a failure names the component and quotes the end of its log.
+
+A node is made in three steps, the same for the nodes ``up`` makes and for one ``add-node``
+adds to a running cluster (``Cluster.running``): its identity (a client certificate for
+``system:node:<name>`` and a kubeconfig), its Node object, and its kwok process.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shutil
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lab.hclab import LabError, kwok, paths, pki
-from lab.hclab.process import ProcessRecord, https_get, start, tls_context, wait_for
+from lab.hclab.process import ProcessRecord, https_get, start, stop_all, tls_context, wait_for
 from lab.hclab.state import ClusterState, LabState
 
 LOOPBACK = "127.0.0.1"
@@ -75,6 +80,23 @@ def default_specs(onprem_nodes: int, cloud_nodes: int) -> list[ClusterSpec]:
     ]
 
 
+def spec_of(name: str) -> ClusterSpec:
+    """The spec of the lab's cluster ``name`` (its node count is 0: a running cluster's nodes are in its state)."""
+    for spec in default_specs(0, 0):
+        if spec.name == name:
+            return spec
+    raise LabError(f"no cluster {name!r} in the lab; clusters: {', '.join(spec.name for spec in default_specs(0, 0))}")
+
+
+# A node name is a DNS subdomain (RFC 1123), as Kubernetes requires; it also names files of the lab.
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def check_node_name(node: str) -> None:
+    if len(node) > 253 or not _NODE_NAME.fullmatch(node):
+        raise LabError(f"{node!r} is not a valid node name (lower-case letters, digits, '-' and '.', at most 253 characters)")
+
+
 def allocate_ports(count: int) -> list[int]:
     """``count`` distinct loopback ports, all free at the same moment (held open until all are chosen)."""
     sockets = []
@@ -92,27 +114,44 @@ def allocate_ports(count: int) -> list[int]:
 class Cluster:
     """Brings up (and describes) one cluster of the lab."""
 
-    def __init__(self, spec: ClusterSpec, lab: LabState, ports: dict[str, int], binaries: dict[str, Path], log: Callable[[str], None]) -> None:
+    def __init__(self, spec: ClusterSpec, lab: LabState, state: ClusterState, binaries: dict[str, Path], log: Callable[[str], None]) -> None:
         self.spec = spec
         self.lab = lab
+        self.state = state
         self.binaries = binaries
         self.say = log
-        self.dir = lab.directory / spec.name
+        self.dir = Path(state.directory)
         self.pki_dir = self.dir / "pki"
         self.log_dir = self.dir / "logs"
-        self.server = f"https://{LOOPBACK}:{ports['kube-apiserver']}"
-        self.state = ClusterState(
+        self.server = state.server
+
+    @classmethod
+    def new(cls, spec: ClusterSpec, lab: LabState, ports: dict[str, int], binaries: dict[str, Path], log: Callable[[str], None]) -> Cluster:
+        """A cluster ``up`` is about to start, entered in ``lab``'s state."""
+        directory = lab.directory / spec.name
+        state = ClusterState(
             name=spec.name,
-            directory=str(self.dir),
-            server=self.server,
-            kubeconfig=str(self.dir / "admin.kubeconfig"),
-            ca_cert=str(self.pki_dir / "ca.crt"),
+            directory=str(directory),
+            server=f"https://{LOOPBACK}:{ports['kube-apiserver']}",
+            kubeconfig=str(directory / "admin.kubeconfig"),
+            ca_cert=str(directory / "pki" / "ca.crt"),
             service_cidr=spec.service_cidr,
             pod_cidr=spec.pod_cidr,
             ports=dict(ports),
             nodes=spec.node_names(),
         )
-        lab.clusters[spec.name] = self.state
+        lab.clusters[spec.name] = state
+        return cls(spec, lab, state, binaries, log)
+
+    @classmethod
+    def running(cls, lab: LabState, name: str, log: Callable[[str], None]) -> Cluster:
+        """Cluster ``name`` of a running lab, as its state file describes it (to add or remove nodes)."""
+        return cls(spec_of(name), lab, lab.cluster(name), {}, log)
+
+    def _binary(self, name: str) -> Path:
+        if name not in self.binaries:
+            self.binaries[name] = paths.binary(name, Path(self.lab.bin_dir) if self.lab.bin_dir else None)
+        return self.binaries[name]
 
     # -- paths ---------------------------------------------------------------------
     def _pair(self, stem: str, sub: str = "") -> pki.CertPair:
@@ -153,11 +192,10 @@ class Cluster:
             "controller-manager": ("system:kube-controller-manager", ()),
             "scheduler": ("system:kube-scheduler", ()),
         }
-        for node in self.spec.node_names():
-            clients[f"kwok-{node}"] = (f"system:node:{node}", ("system:nodes", KWOK_GROUP))
         for stem, (common_name, groups) in clients.items():
-            pair = ca.issue(self.pki_dir / "clients", stem, common_name, organizations=groups, client=True)
-            pki.write_kubeconfig(self._kubeconfig(stem), pki.kubeconfig(name, self.server, ca.cert, stem, pair))
+            self._client_identity(ca, stem, common_name, groups)
+        for node in self.spec.node_names():
+            self.node_identity(ca, node)
         ports = self.state.ports
         self.state.etcd = {
             "endpoint": f"https://{LOOPBACK}:{ports['etcd-client']}",
@@ -165,6 +203,18 @@ class Cluster:
             "cert": str(self._pair("healthcheck-client", "etcd").cert),
             "key": str(self._pair("healthcheck-client", "etcd").key),
         }
+
+    def _client_identity(self, ca: pki.Authority, stem: str, common_name: str, groups: tuple[str, ...]) -> Path:
+        pair = ca.issue(self.pki_dir / "clients", stem, common_name, organizations=groups, client=True)
+        return pki.write_kubeconfig(self._kubeconfig(stem), pki.kubeconfig(self.spec.name, self.server, ca.cert, stem, pair))
+
+    def node_identity(self, ca: pki.Authority, node: str) -> Path:
+        """kwok's kubeconfig for ``node``: a client certificate for ``system:node:<node>`` in ``system:nodes``."""
+        return self._client_identity(ca, f"kwok-{node}", f"system:node:{node}", ("system:nodes", KWOK_GROUP))
+
+    def _node_identity_files(self, node: str) -> list[Path]:
+        pair = self._client_pair(f"kwok-{node}")
+        return [self._kubeconfig(f"kwok-{node}"), pair.cert, pair.key]
 
     # -- processes -------------------------------------------------------------------
     def _start(self, component: str, argv: list[str], endpoint: str = "", env: dict[str, str] | None = None) -> ProcessRecord:
@@ -373,17 +423,113 @@ class Cluster:
 
         core = client.CoreV1Api(self.api())
         for index, node in enumerate(self.spec.node_names(), start=1):
-            _create(core.create_node, kwok.node_manifest(node, self.spec.name, self.spec.region, self.spec.zone(index)))
+            self.register_node(core, node, index)
+
+    def register_node(self, core: Any, node: str, index: int, labels: Mapping[str, str] | None = None) -> None:
+        """Create the Node object of node number ``index`` (a kubelet registers itself; kwok does not)."""
+        manifest = kwok.node_manifest(node, self.spec.name, self.spec.region, self.spec.zone(index), labels)
+        if not _create(core.create_node, manifest):  # there already (a kept etcd, a half-done add-node): make it ours
+            metadata = manifest["metadata"]
+            core.patch_node(node, {"metadata": {"labels": metadata["labels"], "annotations": metadata["annotations"]}}, _request_timeout=10)
+
+    def _stages(self) -> Path:
+        """kwok's ``--config`` (the stages), shared by the cluster's kwoks; written once."""
+        path = self.dir / "kwok" / "stages.yaml"
+        return path if path.exists() else kwok.write_stages(path)
 
     def start_nodes(self) -> None:
-        stages = kwok.write_stages(self.dir / "kwok" / "stages.yaml")
+        stages = self._stages()
         for index, node in enumerate(self.spec.node_names(), start=1):
             self.start_node(node, self.spec.node_ip(index), stages)
         self.wait_nodes_ready(self.spec.node_names())
 
     def start_node(self, node: str, node_ip: str, stages: Path) -> ProcessRecord:
-        argv = kwok.argv(self.binaries[paths.KWOK], node, node_ip, self._kubeconfig(f"kwok-{node}"), stages)
+        argv = kwok.argv(self._binary(paths.KWOK), node, node_ip, self._kubeconfig(f"kwok-{node}"), stages)
         return self._start(f"kwok-{node}", argv, env=kwok.environment(self.dir / "kwok" / node))
+
+    # -- one node more or less, in a running cluster -------------------------------------
+    def _free_node_index(self) -> int:
+        """The lowest node number whose address no kwok of this cluster uses (failed ones included)."""
+        used = {
+            arg.split("=", 1)[1]
+            for name, record in self.state.processes.items()
+            if name.startswith("kwok-")
+            for arg in record.argv
+            if arg.startswith("--node-ip=")
+        }
+        index = 1
+        while self.spec.node_ip(index) in used:
+            index += 1
+        return index
+
+    def add_node(self, node: str, labels: Mapping[str, str] | None = None) -> ProcessRecord:
+        """One more node, made as ``up`` makes each: identity, Node object, kwok; recorded in the state.
+
+        A Node of that name that the lab did not make is refused. On failure, what was made is undone.
+        """
+        from kubernetes import client  # pylint: disable=import-outside-toplevel
+        from kubernetes.client.exceptions import ApiException  # pylint: disable=import-outside-toplevel
+
+        check_node_name(node)
+        core = client.CoreV1Api(self.api())
+        try:
+            existing = core.read_node(node, _request_timeout=10)
+        except ApiException as error:
+            if error.status != 404:
+                raise LabError(f"{self.spec.name}: reading Node {node}: {error.status} {error.reason}") from error
+        else:
+            owner = (existing.metadata.labels or {}).get(kwok.CLUSTER_LABEL)
+            if owner != self.spec.name:
+                raise LabError(f"{self.spec.name}: a Node {node} exists that the lab did not make. Fix: delete it, or choose another name")
+        index = self._free_node_index()
+        self.node_identity(pki.Authority(self._pair("ca")), node)
+        self.state.nodes.append(node)
+        self.lab.save()
+        try:
+            self.register_node(core, node, index, labels)
+            return self.start_node(node, self.spec.node_ip(index), self._stages())
+        except BaseException:
+            try:
+                self.remove_node(node)
+            except Exception as cleanup:  # pylint: disable=broad-exception-caught  # the first error is the one to report
+                self.say(f"{self.spec.name}/{node}: could not undo the half-made node: {cleanup}")
+            raise
+
+    def remove_node(self, node: str) -> ProcessRecord | None:
+        """Stop the node's kwok, delete its Node object and credentials, and forget it (its log stays)."""
+        from kubernetes import client  # pylint: disable=import-outside-toplevel
+        from kubernetes.client.exceptions import ApiException  # pylint: disable=import-outside-toplevel
+
+        record = self.state.processes.get(f"kwok-{node}")
+        if record is not None:
+            stop_all([record], self.say)
+            if record.alive():
+                raise LabError(f"{self.spec.name}/{node}: kwok pid {record.pid} does not stop")
+        core = client.CoreV1Api(self.api())
+        try:
+            core.delete_node(node, _request_timeout=10)
+        except ApiException as error:
+            if error.status != 404:
+                raise LabError(f"{self.spec.name}: deleting Node {node}: {error.status} {error.reason}: {error.body}") from error
+
+        def gone() -> bool:
+            try:
+                core.read_node(node, _request_timeout=5)
+            except ApiException as error:
+                if error.status == 404:
+                    return True
+                raise
+            return False
+
+        wait_for(f"{self.spec.name} Node {node} deleted", gone, 30)
+        self.state.processes.pop(f"kwok-{node}", None)
+        if node in self.state.nodes:
+            self.state.nodes.remove(node)
+        self.lab.save()
+        for path in self._node_identity_files(node):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.dir / "kwok" / node, ignore_errors=True)
+        return record
 
     def wait_nodes_ready(self, nodes: list[str], timeout: float = NODES_TIMEOUT) -> None:
         """Wait until every node in ``nodes`` is Ready with a pod CIDR, and the controllers work."""
@@ -396,7 +542,7 @@ class Cluster:
             listed = {item.metadata.name: item for item in core.list_node(_request_timeout=5).items}
             return all(name in listed and node_ready(listed[name]) == "True" and listed[name].spec.pod_cidr for name in wanted)
 
-        records = [self.state.processes[f"kwok-{name}"] for name in nodes]
+        records = [self.state.processes[f"kwok-{name}"] for name in nodes if f"kwok-{name}" in self.state.processes]
 
         def died() -> str | None:
             for record in records:
@@ -454,8 +600,8 @@ def node_ready(node: Any) -> str:
     return ""
 
 
-def _create(method: Callable[..., Any], body: dict[str, Any], **kwargs: Any) -> None:
-    """Create an object; one that exists already is fine (``up`` on a kept etcd)."""
+def _create(method: Callable[..., Any], body: dict[str, Any], **kwargs: Any) -> bool:
+    """Create an object; one that exists already is fine (``up`` on a kept etcd): False then."""
     from kubernetes.client.exceptions import ApiException  # pylint: disable=import-outside-toplevel
 
     try:
@@ -463,6 +609,8 @@ def _create(method: Callable[..., Any], body: dict[str, Any], **kwargs: Any) -> 
     except ApiException as error:
         if error.status != 409:
             raise LabError(f"creating {body['kind']} {body['metadata']['name']}: {error.status} {error.reason}: {error.body}") from error
+        return False
+    return True
 
 
 def _binding(name: str, role: str, kind: str, subject: str) -> dict[str, Any]:

@@ -6,13 +6,23 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from lab.hclab import LabError, kwok, paths
-from lab.hclab.cluster import NODE_MONITOR_GRACE_PERIOD, PORT_NAMES, Cluster, allocate_ports, api_client, default_specs, node_ready
+from lab.hclab.cluster import (
+    NODE_MONITOR_GRACE_PERIOD,
+    NODES_TIMEOUT,
+    PORT_NAMES,
+    Cluster,
+    allocate_ports,
+    api_client,
+    check_node_name,
+    default_specs,
+    node_ready,
+)
 from lab.hclab.process import ProcessRecord, log_tail, processes_using, signal_record, start, start_time_of, stop_all, wait_for
 from lab.hclab.state import LOCK_FILE, STATE_FILE, LabState, locked, require
 
@@ -20,6 +30,8 @@ Say = Callable[[str], None]
 
 FAIL_NODE_TIMEOUT = 90.0
 RESTORE_NODE_TIMEOUT = 90.0
+# Node commands wait this long for another hclab command (e.g. the cloud watcher's add-node) to finish.
+NODE_LOCK_WAIT = 60.0
 
 
 def up(directory: Path, onprem_nodes: int, cloud_nodes: int, say: Say) -> LabState:
@@ -35,7 +47,7 @@ def up(directory: Path, onprem_nodes: int, cloud_nodes: int, say: Say) -> LabSta
         clusters = []
         for index, spec in enumerate(specs):
             mine = ports[index * len(PORT_NAMES):(index + 1) * len(PORT_NAMES)]
-            clusters.append(Cluster(spec, lab, dict(zip(PORT_NAMES, mine)), binaries, say))
+            clusters.append(Cluster.new(spec, lab, dict(zip(PORT_NAMES, mine)), binaries, say))
         lab.save()
         try:
             with ThreadPoolExecutor(max_workers=len(clusters), thread_name_prefix="hclab-up") as pool:
@@ -135,9 +147,10 @@ def down(directory: Path, keep_state: bool, say: Say) -> None:
 
 def _record(lab: LabState, cluster: str, node: str) -> ProcessRecord:
     state = lab.cluster(cluster)
-    if node not in state.nodes:
+    record = state.processes.get(f"kwok-{node}")
+    if node not in state.nodes or record is None:
         raise LabError(f"{cluster} has no node {node!r}; its nodes: {', '.join(state.nodes) or 'none'}")
-    return state.processes[f"kwok-{node}"]
+    return record
 
 
 def _node_condition(lab: LabState, cluster: str, node: str) -> str:
@@ -149,7 +162,7 @@ def _node_condition(lab: LabState, cluster: str, node: str) -> str:
 
 def fail_node(directory: Path, cluster: str, node: str, wait: bool, say: Say) -> None:
     """Kill the node's kwok with SIGKILL: no more lease renewals or status updates, like a dead host."""
-    with locked(directory):
+    with locked(directory, NODE_LOCK_WAIT):
         lab = require(directory)
         record = _record(lab, cluster, node)
         if not record.alive():
@@ -170,7 +183,7 @@ def fail_node(directory: Path, cluster: str, node: str, wait: bool, say: Say) ->
 
 def restore_node(directory: Path, cluster: str, node: str, wait: bool, say: Say) -> None:
     """Start the node's kwok again (the host came back); it takes the lease over and the node turns Ready."""
-    with locked(directory):
+    with locked(directory, NODE_LOCK_WAIT):
         lab = require(directory)
         state = lab.cluster(cluster)
         record = _record(lab, cluster, node)
@@ -189,6 +202,49 @@ def restore_node(directory: Path, cluster: str, node: str, wait: bool, say: Say)
 
         wait_for(f"{cluster}/{node} Ready", lambda: _node_condition(lab, cluster, node) == "True", RESTORE_NODE_TIMEOUT, interval=0.5, failed=died)
         say(f"{cluster}/{node}: Ready after {time.monotonic() - started:.1f}s")
+
+
+def add_node(directory: Path, cluster: str, node: str, labels: Mapping[str, str] | None, wait: bool, say: Say) -> bool:
+    """One more kwok node in a running cluster, made as ``up`` makes its nodes; False if it runs already.
+
+    A node the lab knows whose kwok is not running (fail-node) is an error: ``restore-node`` is
+    what brings it back. ``wait``: until the Node is Ready with a pod CIDR.
+    """
+    check_node_name(node)
+    with locked(directory, NODE_LOCK_WAIT):
+        lab = require(directory)
+        state = lab.cluster(cluster)
+        if node in state.nodes:
+            existing = state.processes.get(f"kwok-{node}")
+            if existing is not None and existing.alive():
+                say(f"{cluster}/{node}: already there (kwok pid {existing.pid}); nothing to do")
+                return False
+            raise LabError(
+                f"{cluster}/{node} exists but its kwok is not running. Fix: `restore-node {cluster} {node}` brings it back, "
+                f"or `remove-node {cluster} {node}` first"
+            )
+        target = Cluster.running(lab, cluster, say)
+        record = target.add_node(node, labels)
+    extra = f" with {', '.join(f'{key}={value}' for key, value in sorted((labels or {}).items()))}" if labels else ""
+    say(f"{cluster}/{node}: added{extra}; kwok pid {record.pid}")
+    if wait:
+        started = time.monotonic()
+        target.wait_nodes_ready([node], NODES_TIMEOUT)
+        say(f"{cluster}/{node}: Ready after {time.monotonic() - started:.1f}s")
+    return True
+
+
+def remove_node(directory: Path, cluster: str, node: str, say: Say) -> bool:
+    """Stop the node's kwok and delete its Node object (its pods are left to the pod GC); False if unknown."""
+    with locked(directory, NODE_LOCK_WAIT):
+        lab = require(directory)
+        state = lab.cluster(cluster)
+        if node not in state.nodes:
+            say(f"{cluster} has no node {node!r}; nothing to remove (its nodes: {', '.join(state.nodes) or 'none'})")
+            return False
+        record = Cluster.running(lab, cluster, say).remove_node(node)
+    say(f"{cluster}/{node}: removed (kwok{f' pid {record.pid}' if record else ''} stopped, Node deleted)")
+    return True
 
 
 def status(directory: Path) -> dict[str, Any]:

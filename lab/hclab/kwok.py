@@ -20,6 +20,7 @@ v0.8.0 ``kustomize/stage`` (Apache-2.0).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -340,15 +341,18 @@ def environment(workdir: Path) -> dict[str, str]:
     return env
 
 
-def node_manifest(name: str, cluster: str, region: str, zone: str) -> dict[str, Any]:
-    """The Node object the lab registers for a kwok node (a kubelet would register itself)."""
+def node_manifest(name: str, cluster: str, region: str, zone: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The Node object the lab registers for a kwok node (a kubelet would register itself).
+
+    ``labels`` are added to (or replace) the defaults, e.g. the region and zone of a cloud VM;
+    the hostname and the lab's own labels stay as they are.
+    """
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
             "name": name,
             "labels": {
-                "kubernetes.io/hostname": name,
                 "kubernetes.io/os": "linux",
                 "kubernetes.io/arch": "amd64",
                 "beta.kubernetes.io/os": "linux",
@@ -357,6 +361,8 @@ def node_manifest(name: str, cluster: str, region: str, zone: str) -> dict[str, 
                 "topology.kubernetes.io/region": region,
                 "topology.kubernetes.io/zone": zone,
                 "type": "kwok",
+                **(labels or {}),
+                "kubernetes.io/hostname": name,
                 NODE_LABEL: name,
                 CLUSTER_LABEL: cluster,
             },

@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,14 +118,23 @@ def require(directory: Path) -> LabState:
 
 
 @contextlib.contextmanager
-def locked(directory: Path) -> Iterator[None]:
-    """Hold the state directory's lock: one ``up``/``down``/``fail-node`` at a time."""
+def locked(directory: Path, wait: float = 0.0) -> Iterator[None]:
+    """Hold the state directory's lock: one ``up``/``down``/``fail-node``/``add-node`` at a time.
+
+    ``wait``: seconds to wait for another command to finish (node commands are short; the
+    cloud watcher adds nodes while tests fail and restore others).
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait
     with open(directory / LOCK_FILE, "a", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LabError(f"another hclab command is working on {directory}; wait for it to finish") from None
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LabError(f"another hclab command is working on {directory}; wait for it to finish") from None
+                time.sleep(0.1)
         try:
             yield
         finally:

@@ -2,8 +2,10 @@
 
 ``lab`` (session) runs ``python -m lab.hclab up`` once, as a user would, in a state directory
 of its own, and ``down`` when the session ends. Tests get a ``Lab``: kubeconfig, API server,
-CA and nodes per cluster, ``fail_node``/``restore_node``, an ApiClient, and the state file.
-A test that fails a node of the shared lab must restore it (``restore_node``) when done.
+CA and nodes per cluster, ``fail_node``/``restore_node``, ``add_node``/``remove_node``, an
+ApiClient, the state file, and ``cloud_watcher`` (moto's EC2 instances join as nodes, see
+``lab.hclab.cloud_watcher``). A test that fails a node of the shared lab must restore it
+(``restore_node``) when done, and remove the nodes it added.
 ``lab_factory`` starts private labs for tests that stop them. When a test fails, the end of
 each lab component's log is added to its report.
 
@@ -13,16 +15,19 @@ fail with hclab's message naming the fix: they are never skipped.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import subprocess
 import sys
-from collections.abc import Generator, Iterator
+import threading
+from collections.abc import Generator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from lab.hclab.cloud_watcher import CloudWatcher
 from lab.hclab.cluster import api_client
 from lab.hclab.process import ProcessRecord
 from lab.hclab.state import LabState, require
@@ -69,6 +74,39 @@ class Lab:
 
     def restore_node(self, cluster: str, node: str, wait: bool = True) -> str:
         return self.run("restore-node", cluster, node, *(["--wait"] if wait else [])).stdout
+
+    def add_node(self, cluster: str, node: str, labels: Mapping[str, str] | None = None, wait: bool = True) -> str:
+        """One more kwok node (``add-node``); with ``wait``, return once it is Ready. Remove it when done."""
+        label_args = [f"--label={key}={value}" for key, value in (labels or {}).items()]
+        return self.run("add-node", cluster, node, *label_args, *(["--wait"] if wait else [])).stdout
+
+    def remove_node(self, cluster: str, node: str) -> str:
+        """Stop the node's kwok and delete its Node (``remove-node``); fine if it is not there."""
+        return self.run("remove-node", cluster, node).stdout
+
+    @contextlib.contextmanager
+    def cloud_watcher(
+        self, cluster: str, endpoint_url: str, region: str = "us-east-1", interval: float = 0.5, remove_nodes: bool = True
+    ) -> Iterator[CloudWatcher]:
+        """Run ``watch-cloud`` in a thread: moto's managed EC2 instances join ``cluster`` as nodes.
+
+        On exit the watcher stops and, with ``remove_nodes``, the nodes it made that are still
+        there are removed (a test leaves the shared lab as it found it). Its messages go to
+        stdout (pytest shows them for a failed test); ``watcher.errors`` holds failed polls.
+        """
+        stop = threading.Event()
+        watcher = CloudWatcher(self.state_dir, cluster, endpoint_url, region=region, interval=interval, say=lambda line: print(line, flush=True))
+        thread = threading.Thread(target=watcher.run, args=(stop,), name=f"hclab-watch-cloud-{cluster}", daemon=True)
+        thread.start()
+        try:
+            yield watcher
+        finally:
+            stop.set()
+            thread.join(COMMAND_TIMEOUT)
+            if thread.is_alive():
+                raise LabCommandError(f"the cloud watcher did not stop within {COMMAND_TIMEOUT}s")
+            if remove_nodes:
+                watcher.remove_joined()
 
     def status(self) -> dict[str, Any]:
         report: dict[str, Any] = json.loads(self.run("status", "--json").stdout)

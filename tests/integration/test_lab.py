@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
+from lab.hclab.cluster import api_client
 from tests.helpers.ansible_run import ModuleResult, run_module
 from tests.helpers.fixtures_lab import REPO, Lab
 from tests.helpers.jws import jws_signature_valid
@@ -441,3 +442,237 @@ def test_every_subcommand_has_help_and_missing_binaries_name_the_fix(tmp_path: P
     assert missing.returncode == 1
     assert "make lab-build" in missing.stderr and "kube-apiserver" in missing.stderr
     assert not (tmp_path / "state" / "state.json").exists()
+
+
+# -- add-node / remove-node, and the cloud watcher (VMs that join by themselves) -----------------
+
+def _node_object(lab: Lab, cluster: str, name: str) -> Any:
+    """The Node ``name`` read with the kubernetes client (quick enough to poll), or None."""
+    from kubernetes import client
+
+    try:
+        return client.CoreV1Api(lab.api(cluster)).read_node(name, _request_timeout=10)
+    except client.exceptions.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
+def _node_ready(lab: Lab, cluster: str, name: str) -> Any:
+    node = _node_object(lab, cluster, name)
+    conditions = {c.type: c.status for c in (node.status.conditions or [])} if node is not None and node.status else {}
+    return node if conditions.get("Ready") == "True" else None
+
+
+def _kwoks_managing(lab: Lab, node: str) -> list[str]:
+    """`pgrep -af`: live processes run with --manage-single-node=<node> and this lab's files (other labs may run)."""
+    proc = subprocess.run(["pgrep", "-af", "--", f"--manage-single-node={node}( |$)"], capture_output=True, text=True, check=False)
+    return [line for line in proc.stdout.splitlines() if "pgrep" not in line and f"{lab.state_dir}/" in line]
+
+
+@pytest.fixture
+def extra_node(lab: Lab) -> Iterator[str]:
+    """The name of a node a test adds to onprem; removed afterwards (a no-op when the test removed it)."""
+    node = f"onprem-extra-{uuid.uuid4().hex[:6]}"
+    yield node
+    lab.remove_node("onprem", node)
+
+
+def test_add_node_makes_a_node_like_up_does_that_runs_pods_fails_restores_and_is_removed(lab: Lab, namespace: str, extra_node: str) -> None:
+    from kubernetes import client
+
+    before = lab.nodes("onprem")
+    started = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)
+    added = lab.add_node("onprem", extra_node, labels={"hclab.io/pool": "extra", "topology.kubernetes.io/zone": "onprem-dc1-b"}, wait=True)
+    assert f"onprem/{extra_node}: Ready after" in added, added
+    assert lab.nodes("onprem") == [*before, extra_node]
+
+    [node] = k8s_info(lab, "onprem", kind="Node", name=extra_node)
+    assert ready_status(node) == "True", node["status"]["conditions"]
+    labels = node["metadata"]["labels"]
+    assert (labels["hclab.io/pool"], labels["topology.kubernetes.io/zone"], labels["topology.kubernetes.io/region"]) == ("extra", "onprem-dc1-b", "onprem-dc1")
+    assert (labels["kubernetes.io/hostname"], labels["hclab.io/cluster"], labels["hclab.io/kwok-node"]) == (extra_node, "onprem", extra_node)
+    assert node["spec"]["podCIDR"] in _subnets(lab.state.cluster("onprem").pod_cidr)
+    internal_ips = {
+        item["metadata"]["name"]: next(a["address"] for a in item["status"]["addresses"] if a["type"] == "InternalIP")
+        for item in k8s_info(lab, "onprem", kind="Node")
+    }
+    assert len(set(internal_ips.values())) == len(internal_ips) == len(before) + 1, internal_ips
+
+    # Its kwok is recorded like the others, authenticates as the node, and renews the node's lease.
+    record = lab.processes("onprem")[f"onprem/kwok-{extra_node}"]
+    assert record.alive() and f"--manage-single-node={extra_node}" in record.argv
+    assert [line.split(" ", 1)[0] for line in _kwoks_managing(lab, extra_node)] == [str(record.pid)]
+    kubeconfig = Path(lab.state.cluster("onprem").directory) / f"kwok-{extra_node}.kubeconfig"
+    assert f"--kubeconfig={kubeconfig}" in record.argv
+    as_node = client.AuthenticationV1Api(api_client(kubeconfig))
+    review = as_node.create_self_subject_review({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    assert review.status.user_info.username == f"system:node:{extra_node}"
+    assert "system:nodes" in review.status.user_info.groups
+    lease = client.CoordinationV1Api(lab.api("onprem")).read_namespaced_lease(extra_node, "kube-node-lease")
+    assert lease.spec.renew_time > started, (lease.spec.renew_time, started)
+    assert [(ref.kind, ref.name) for ref in lease.metadata.owner_references] == [("Node", extra_node)]
+    cluster_status = lab.status()["clusters"]["onprem"]
+    assert cluster_status["nodes"][extra_node] == "True" and cluster_status["processes"][f"kwok-{extra_node}"]["alive"]
+
+    # add-node again: nothing happens.
+    again = lab.add_node("onprem", extra_node, wait=True)
+    assert "already there" in again, again
+    assert lab.processes("onprem")[f"onprem/kwok-{extra_node}"].pid == record.pid and lab.nodes("onprem") == [*before, extra_node]
+
+    # The scheduler places pods on it by its label, and its kwok runs them.
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    pinned = deployment("pool", namespace, 2)
+    pinned["spec"]["template"]["spec"]["nodeSelector"] = {"hclab.io/pool": "extra"}
+    k8s(lab, "onprem", state="present", definition=[ns, pinned], wait=True, wait_timeout=120, wait_sleep=1)
+    pods = k8s_info(lab, "onprem", kind="Pod", namespace=namespace, label_selectors=["app=pool"])
+    assert len(pods) == 2
+    assert {(pod["spec"]["nodeName"], pod["status"]["phase"]) for pod in pods} == {(extra_node, "Running")}, [p["status"] for p in pods]
+    k8s(lab, "onprem", state="absent", kind="Deployment", namespace=namespace, name="pool", wait=True, wait_timeout=120, wait_sleep=1)
+    wait_until("the pool pods deleted", lambda: not k8s_info(lab, "onprem", kind="Pod", namespace=namespace, label_selectors=["app=pool"]), 120, interval=1)
+
+    # fail-node and restore-node work on it as on the nodes of `up`.
+    lab.fail_node("onprem", extra_node, wait=True)
+    assert not record.alive()
+    [failed] = k8s_info(lab, "onprem", kind="Node", name=extra_node)
+    assert ready_status(failed) in ("Unknown", "False"), failed["status"]["conditions"]
+    refused = lab.run("add-node", "onprem", extra_node, check=False)
+    assert refused.returncode == 1 and "restore-node" in refused.stderr, refused.stderr
+    lab.restore_node("onprem", extra_node, wait=True)
+    restored = lab.processes("onprem")[f"onprem/kwok-{extra_node}"]
+    assert restored.alive() and restored.pid != record.pid
+    assert _node_ready(lab, "onprem", extra_node) is not None
+
+    # remove-node: kwok stopped, Node gone, the lab forgets it; again: nothing to do.
+    removed = lab.remove_node("onprem", extra_node)
+    assert f"onprem/{extra_node}: removed" in removed, removed
+    assert k8s_info(lab, "onprem", kind="Node", name=extra_node) == []
+    assert not restored.alive() and _kwoks_managing(lab, extra_node) == []
+    assert lab.nodes("onprem") == before
+    assert f"kwok-{extra_node}" not in lab.status()["clusters"]["onprem"]["processes"]
+    assert not kubeconfig.exists()
+    assert "nothing to remove" in lab.remove_node("onprem", extra_node)
+
+
+# moto's EC2 state is per region and shared by the session: the watcher tests use a region of their own.
+WATCH_REGION = "eu-west-3"
+MANAGED_BY = {"Key": "hybridcloud.io/managed-by", "Value": "hybridcloud.migration"}
+
+
+class Launcher:
+    """``launch(name, managed=True, instance_type=...)`` runs an EC2 instance in moto (``launch.ec2``)."""
+
+    def __init__(self, ec2: Any) -> None:
+        self.ec2 = ec2
+        self.image = ec2.describe_images()["Images"][0]["ImageId"]
+        self.launched: list[str] = []
+
+    def __call__(self, name: str, managed: bool = True, instance_type: str = "t3.medium") -> str:
+        tags = [{"Key": "Name", "Value": name}, *([MANAGED_BY] if managed else [])]
+        reply = self.ec2.run_instances(
+            ImageId=self.image, InstanceType=instance_type, MinCount=1, MaxCount=1, TagSpecifications=[{"ResourceType": "instance", "Tags": tags}]
+        )
+        instance_id = str(reply["Instances"][0]["InstanceId"])
+        self.launched.append(instance_id)
+        return instance_id
+
+
+@pytest.fixture
+def launch(moto_server: Any) -> Iterator[Launcher]:
+    """A Launcher in the watcher tests' region; every instance it ran is terminated at teardown."""
+    launcher = Launcher(moto_server.client("ec2", region_name=WATCH_REGION))
+    yield launcher
+    if launcher.launched:
+        launcher.ec2.terminate_instances(InstanceIds=launcher.launched)
+
+
+def test_cloud_watcher_joins_a_node_per_managed_instance_and_removes_it_when_terminated(lab: Lab, moto_server: Any, launch: Launcher) -> None:
+    before = lab.nodes("cloud")
+    with lab.cloud_watcher("cloud", moto_server.endpoint_url, region=WATCH_REGION, interval=0.5) as watcher:
+        instance_id = launch("cloud-worker-7")
+        launch("cloud-worker-8", managed=False)
+        node = wait_until("Node cloud-worker-7 Ready", lambda: _node_ready(lab, "cloud", "cloud-worker-7"), 45)
+
+        [instance] = launch.ec2.describe_instances(InstanceIds=[instance_id])["Reservations"][0]["Instances"]
+        labels = node.metadata.labels
+        assert labels["node.kubernetes.io/instance-type"] == "t3.medium"
+        assert labels["topology.kubernetes.io/region"] == WATCH_REGION
+        assert labels["topology.kubernetes.io/zone"] == instance["Placement"]["AvailabilityZone"]
+        assert labels["hclab.io/instance-id"] == instance_id
+        assert labels["hclab.io/cluster"] == "cloud" and labels["kubernetes.io/hostname"] == "cloud-worker-7"
+        assert lab.nodes("cloud") == [*before, "cloud-worker-7"]
+        record = lab.processes("cloud")["cloud/kwok-cloud-worker-7"]
+        assert record.alive() and "--manage-single-node=cloud-worker-7" in record.argv
+        assert [line.split(" ", 1)[0] for line in _kwoks_managing(lab, "cloud-worker-7")] == [str(record.pid)]
+        assert watcher.joined == {instance_id: "cloud-worker-7"}
+
+        # The instance without the managed-by tag is ignored, poll after poll.
+        polls = watcher.polls
+        wait_until("two more polls of the watcher", lambda: watcher.polls >= polls + 2, 30)
+        assert _node_object(lab, "cloud", "cloud-worker-8") is None and "cloud-worker-8" not in lab.nodes("cloud")
+
+        launch.ec2.terminate_instances(InstanceIds=[instance_id])
+        wait_until("Node cloud-worker-7 removed", lambda: _node_object(lab, "cloud", "cloud-worker-7") is None, 45)
+        wait_until("kwok of cloud-worker-7 stopped", lambda: not record.alive(), 30)
+        assert wait_until("the lab to forget cloud-worker-7", lambda: lab.nodes("cloud") == before, 30)
+        assert _kwoks_managing(lab, "cloud-worker-7") == []
+        assert watcher.joined == {}
+        assert watcher.errors == []
+    assert lab.nodes("cloud") == before
+
+
+def test_watch_cloud_command_joins_and_removes_nodes_until_sigterm(lab: Lab, moto_server: Any, launch: Launcher) -> None:
+    before = lab.nodes("cloud")
+    argv = [
+        sys.executable, "-m", "lab.hclab", "watch-cloud", "--cluster", "cloud", "--ec2-endpoint", moto_server.endpoint_url,
+        "--region", WATCH_REGION, "--interval", "0.5", "--state-dir", str(lab.state_dir),
+    ]
+    watcher = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        instance_id = launch("cloud-worker-9", instance_type="m5.large")
+        node = wait_until("Node cloud-worker-9 Ready", lambda: _node_ready(lab, "cloud", "cloud-worker-9"), 60)
+        assert node.metadata.labels["node.kubernetes.io/instance-type"] == "m5.large"
+        assert node.metadata.labels["hclab.io/instance-id"] == instance_id
+        assert "cloud-worker-9" in lab.nodes("cloud")
+        launch.ec2.terminate_instances(InstanceIds=[instance_id])
+        wait_until("Node cloud-worker-9 removed", lambda: _node_object(lab, "cloud", "cloud-worker-9") is None, 45)
+        wait_until("the lab to forget cloud-worker-9", lambda: lab.nodes("cloud") == before, 30)
+        assert watcher.poll() is None, "watch-cloud exited on its own"
+    finally:
+        watcher.send_signal(signal.SIGTERM)
+        output = watcher.communicate(timeout=60)[0]
+        lab.remove_node("cloud", "cloud-worker-9")
+    assert watcher.returncode == 0, output
+    assert re.search(rf"{instance_id} \((pending|running), m5\.large\) boots: node cloud-worker-9 joins cloud", output), output
+    assert f"{instance_id} is terminated: node cloud-worker-9 leaves cloud" in output, output
+    assert "SIGTERM: stopping" in output and "watch-cloud: stopped" in output, output
+    assert "poll failed" not in output, output
+    assert _kwoks_managing(lab, "cloud-worker-9") == []
+
+
+def test_node_commands_have_help_and_refuse_bad_input(lab: Lab) -> None:
+    for command in ("add-node", "remove-node", "watch-cloud"):
+        shown = lab.run(command, "--help")
+        assert "--state-dir" in shown.stdout, shown.stdout
+    assert "add-node" in lab.run("--help").stdout and "watch-cloud" in lab.run("--help").stdout
+    bad_name = lab.run("add-node", "cloud", "Not_A_Node", check=False)
+    assert bad_name.returncode == 1 and "not a valid node name" in bad_name.stderr
+    bad_label = lab.run("add-node", "cloud", "cloud-worker-x", "--label", "nolabel", check=False)
+    assert bad_label.returncode == 2 and "is not KEY=VALUE" in bad_label.stderr
+    no_cluster = lab.run("add-node", "moon", "moon-worker-1", check=False)
+    assert no_cluster.returncode == 1 and "no cluster 'moon'" in no_cluster.stderr
+    assert "nothing to remove" in lab.remove_node("cloud", "cloud-worker-x")
+
+    # A Node the lab did not make is not taken over.
+    from kubernetes import client
+
+    core = client.CoreV1Api(lab.api("cloud"))
+    foreign = f"foreign-{uuid.uuid4().hex[:6]}"
+    core.create_node({"apiVersion": "v1", "kind": "Node", "metadata": {"name": foreign}})
+    try:
+        refused = lab.run("add-node", "cloud", foreign, check=False)
+        assert refused.returncode == 1 and f"a Node {foreign} exists that the lab did not make" in refused.stderr, refused.stderr
+        assert foreign not in lab.nodes("cloud") and "kwok-" + foreign not in lab.state.cluster("cloud").processes
+        assert "hclab.io/cluster" not in (core.read_node(foreign).metadata.labels or {})
+    finally:
+        core.delete_node(foreign)
