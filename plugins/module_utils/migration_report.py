@@ -170,7 +170,7 @@ def _table(header: t.Sequence[str], rows: t.Iterable[t.Sequence[t.Any]]) -> list
     def cell(value: t.Any) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
 
-    lines = ["| %s |" % " | ".join(header), "|%s|" % "|".join("---" for column in header)]
+    lines = ["| %s |" % " | ".join(header), "|%s|" % "|".join(["---"] * len(header))]
     lines += ["| %s |" % " | ".join(cell(v) for v in row) for row in rows]
     return lines
 
