@@ -785,8 +785,8 @@ class RestoreFailed(MigrationError):
     """A stage failed; ``details`` carry the results up to there."""
 
 
-class Restorer:
-    """Applies a plan's stages in order (see the module docstring)."""
+class _ClusterWork:
+    """What applying and scaling share: the cluster, the settings, and a clock tests can replace."""
 
     def __init__(self, cluster: Cluster, settings: Settings, clock: t.Callable[[], float] = time.monotonic,
                  sleep: t.Callable[[float], None] = time.sleep) -> None:
@@ -794,6 +794,14 @@ class Restorer:
         self.settings = settings
         self.clock = clock
         self.sleep = sleep
+
+
+class Restorer(_ClusterWork):
+    """Applies a plan's stages in order (see the module docstring)."""
+
+    def __init__(self, cluster: Cluster, settings: Settings, clock: t.Callable[[], float] = time.monotonic,
+                 sleep: t.Callable[[float], None] = time.sleep) -> None:
+        super().__init__(cluster, settings, clock, sleep)
         self._storage_classes: t.Optional[tuple[dict[str, str], str]] = None
         self._absent_namespaces: set[str] = set()  # check mode: created by this plan, not there yet
         self._plan_kinds: set[tuple[str, str]] = set()
@@ -1032,15 +1040,8 @@ class Restorer:
 # --------------------------------------------------------------------------------------------
 # Scale-up
 # --------------------------------------------------------------------------------------------
-class ScaleUp:
+class ScaleUp(_ClusterWork):
     """state=scaled: set replicas (or unsuspend), drop the migration annotations, wait for the pods."""
-
-    def __init__(self, cluster: Cluster, settings: Settings, clock: t.Callable[[], float] = time.monotonic,
-                 sleep: t.Callable[[float], None] = time.sleep) -> None:
-        self.cluster = cluster
-        self.settings = settings
-        self.clock = clock
-        self.sleep = sleep
 
     def run(self, items: t.Sequence[t.Mapping[str, t.Any]]) -> dict[str, t.Any]:
         started = self.clock()

@@ -131,8 +131,9 @@ def site(lab, s3_server, moto_server, velero_server, tmp_path_factory):
                     "provision_node_aws_secret_key": "testing", "provision_node_address": "inventory", "provision_node_ssh_wait": False,
                     "provision_node_aws_instance_type": "t3.large"}}},
                 # How the controller reaches the new VM's disk here (see the module docstring).
-                "hcm_new_nodes": {"hosts": {NEW_NODE: {"ansible_connection": "community.general.chroot", "ansible_host": str(new_root),
-                                                      "ansible_python_interpreter": "/usr/bin/python3", "restore_data_install_packages": False}}},
+                "hcm_new_nodes": {"hosts": {NEW_NODE: {
+                    "ansible_connection": "community.general.chroot", "ansible_host": str(new_root),
+                    "ansible_python_interpreter": "/usr/bin/python3", "restore_data_install_packages": False}}},
             }}}))
         yield {"failed": failed, "bucket": bucket, "inventory": inventory, "new_root": new_root, "data": data, "tmp": tmp}
     finally:
