@@ -30,7 +30,7 @@ from tests.helpers.wait import wait_until
 pytestmark = pytest.mark.integration
 
 NS = "demo-shop"
-NEW_NODE = "cloud-worker-9"
+NEW_NODE = "cloud-migrated-1"  # unique in the session's moto (test_provision_node makes cloud-worker-N)
 RESTIC_PASSWORD = "demo-restic-password-never-logged"
 
 
@@ -212,6 +212,6 @@ def test_unknown_node_is_refused_clearly(site):
 
 def test_a_node_the_source_cluster_sees_ready_is_not_moved(lab, site, moto_server):
     alive = lab.nodes("onprem")[1]
-    refused = migrate(site, hcm_failed_node=alive, hcm_migration_run_id="alive-node", hcm_new_node_name="cloud-worker-8")
+    refused = migrate(site, hcm_failed_node=alive, hcm_migration_run_id="alive-node", hcm_new_node_name="cloud-migrated-2")
     assert refused.returncode != 0 and f"Node {alive} is Ready in cluster onprem" in failures(refused)
-    assert moto_server.client("ec2").describe_instances(Filters=[{"Name": "tag:Name", "Values": ["cloud-worker-8"]}])["Reservations"] == []
+    assert moto_server.client("ec2").describe_instances(Filters=[{"Name": "tag:Name", "Values": ["cloud-migrated-2"]}])["Reservations"] == []

@@ -36,12 +36,18 @@ def target(moto_server, s3_server, s3_bucket):
          "details": {"cloud": "aws", "region": moto_server.region, "image_id": image_id, "kubernetes_version": K8S_VERSION}},
     ]}})
     assert not recorded.get("failed"), recorded.run.output
-    return {"image_id": image_id, "ec2": ec2, "vars": {
+    yield {"image_id": image_id, "ec2": ec2, "vars": {
         "provision_node_cloud": "aws", "provision_node_region": moto_server.region, "provision_node_kubernetes_version": K8S_VERSION,
         "provision_node_aws_endpoint_url": moto_server.endpoint_url, "provision_node_aws_access_key": moto_server.access_key,
         "provision_node_aws_secret_key": SECRET_KEY, "provision_node_aws_instance_type": "t3.large",
         "provision_node_catalog": catalog, "provision_node_ssh_wait": False, "provision_node_replaces": "onprem-worker-1",
     }}
+    # moto lives for the session: leave no running instance behind for later tests
+    running = [i["InstanceId"] for r in ec2.describe_instances(Filters=[
+        {"Name": "tag:hybridcloud.io/managed-by", "Values": ["hybridcloud.migration"]},
+        {"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"] for i in r["Instances"]]
+    if running:
+        ec2.terminate_instances(InstanceIds=running)
 
 
 def instances(ec2: Any, name: str) -> list[dict[str, Any]]:
