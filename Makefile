@@ -20,6 +20,7 @@ PYTEST_ARGS ?=
 .PHONY: help test deps venv system-packages collections collection-link sanity-bootstrap lint sanity units integration molecule clean lab-build
 
 help:
+	@echo "make demo         on a fresh clone: a worker dies in the lab, migrate.yml brings its workloads back on the cloud cluster"
 	@echo "make test         install everything needed, then lint, sanity, unit and integration tests"
 	@echo "make deps         only install: virtualenv, Python deps, collections, Debian packages"
 	@echo "make lint | sanity | units | integration | molecule   one layer of the test pyramid"
@@ -72,6 +73,13 @@ units: venv
 # The lab's Kubernetes control planes are real binaries built from Go modules (cached by version).
 integration: venv system-packages lab-build lab-build-velero
 	PATH=$(BIN):$$PATH $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
+
+# The main command: the lab, S3, moto (the cloud's EC2 API) and Velero on loopback; a backed-up
+# worker of onprem dies; playbooks/migrate.yml brings its workloads back on cloud and reports.
+# DEMO_ARGS="--keep" waits before stopping the lab, to look around.
+.PHONY: demo
+demo: deps lab-build lab-build-velero
+	PATH=$(BIN):$$PATH $(BIN)/python -m tests.helpers.migration_site $(DEMO_ARGS)
 
 # One scenario per role under molecule/; instances are Debian roots made by tests/helpers.
 molecule: venv system-packages collection-link

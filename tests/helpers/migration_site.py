@@ -1,0 +1,225 @@
+"""A site whose worker dies, ready for playbooks/migrate.yml: used by its test and by ``make demo``.
+
+On the lab's ``onprem`` cluster: a web Deployment with its Service, ConfigMap and Secret, and a
+StatefulSet whose local PV lives on the worker that will fail. Backed up with the real pieces:
+the velero role and a real Velero server (a backup of its schedule, recorded by velero_catalog),
+a restic snapshot of the local volume recorded in the node's catalog entry as the node agent
+records it, and the worker image of the ``cloud`` cluster recorded in its catalog (moto's AMI).
+Then the worker fails. The inventory written for migrate.yml targets ``cloud`` through moto's
+EC2 API; the new VM joins by itself (the lab's cloud watcher stands a node up behind the
+instance) and its disk is a Debian 13 root reached with the chroot connection.
+
+    python -m tests.helpers.migration_site    the demo: all of the above, then migrate.yml and its report
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tests.helpers.ansible_run import REPO, ansible_env, run_module, run_playbook
+from tests.helpers.debian_root import make_instance
+from tests.helpers.fixtures_lab import Lab
+from tests.helpers.services import MotoServer, S3Server
+from tests.helpers.velero import VeleroServer, remove_namespace, remove_velero
+from tests.helpers.wait import wait_until
+
+NS = "demo-shop"
+RESTIC_PASSWORD = "demo-restic-password-never-logged"
+TARGET_SITE = "lab-cloud"
+
+
+@dataclasses.dataclass
+class Site:
+    failed: str
+    new_node: str
+    bucket: str
+    inventory: Path
+    new_root: Path
+    data: Path
+    workdir: Path
+
+
+def seed(lab: Lab, failed: str, data_path: str) -> None:
+    """On ``failed``: a web Deployment with Service, ConfigMap and Secret; a StatefulSet with a local PV."""
+    from kubernetes import client  # pylint: disable=import-outside-toplevel
+
+    api = lab.api("onprem")
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    core.create_namespace({"metadata": {"name": NS}})
+    core.create_namespaced_config_map(NS, {"metadata": {"name": "web-settings"}, "data": {"greeting": "hello from onprem"}})
+    core.create_namespaced_secret(NS, {"metadata": {"name": "web-secret"}, "stringData": {"api-key": "demo-key"}})
+    core.create_namespaced_service(NS, {"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})
+    core.create_persistent_volume({"metadata": {"name": f"{NS}-db"}, "spec": {
+        "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "local-storage",
+        "persistentVolumeReclaimPolicy": "Retain", "local": {"path": data_path}, "claimRef": {"namespace": NS, "name": "data-db-0"},
+        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": [failed]}]}]}}}})
+    web = {"name": "web", "image": "nginx:1.27", "envFrom": [{"configMapRef": {"name": "web-settings"}}, {"secretRef": {"name": "web-secret"}}]}
+    apps.create_namespaced_deployment(NS, {"metadata": {"name": "web"}, "spec": {
+        "replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"nodeSelector": {"kubernetes.io/hostname": failed}, "containers": [web]}}}})
+    apps.create_namespaced_stateful_set(NS, {"metadata": {"name": "db"}, "spec": {
+        "replicas": 1, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+        "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [
+            {"name": "db", "image": "postgres:17", "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}]}]}},
+        "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+            "accessModes": ["ReadWriteOnce"], "storageClassName": "local-storage", "resources": {"requests": {"storage": "1Gi"}}}}]}})
+    wait_until("the demo pods to run on the node that will fail", lambda: (
+        len(pods := core.list_namespaced_pod(NS).items) == 3
+        and all(p.spec.node_name == failed and p.status.phase == "Running" for p in pods)), 120, interval=1)
+
+
+def node_backup(s3_server: S3Server, bucket: str, restic: str, data: Path, failed: str) -> None:
+    """What the node agent records: a restic snapshot of the local PV, then the node's catalog entry."""
+    repository = f"s3:{s3_server.endpoint_url}/{bucket}/restic/onprem"
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=s3_server.access_key, AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
+               AWS_DEFAULT_REGION=s3_server.region, RESTIC_PASSWORD=RESTIC_PASSWORD)
+    subprocess.run([restic, "--repo", repository, "init"], env=env, check=True, capture_output=True)
+    taken = subprocess.run([restic, "--repo", repository, "--json", "backup", "--host", failed, str(data)],
+                           env=env, check=True, capture_output=True, text=True)
+    summary = [json.loads(line) for line in taken.stdout.splitlines() if '"summary"' in line][-1]
+    recorded = run_module("backup_catalog", {
+        "endpoint_url": s3_server.endpoint_url, "region": s3_server.region, "access_key": s3_server.access_key,
+        "secret_key": s3_server.secret_key, "bucket": bucket, "cluster": "onprem", "node": failed, "data": {"local_data": [{
+            "name": f"{NS}/data-db-0", "location": f"restic:{repository}#{summary['snapshot_id']}", "size": summary["total_bytes_processed"],
+            "details": {"source": "local-pv", "path": str(data), "namespace": NS, "pvc": "data-db-0", "pv": f"{NS}-db",
+                        "snapshot_id": summary["snapshot_id"]}}]}})
+    if recorded.get("failed"):
+        raise RuntimeError(recorded.run.output)
+
+
+def _inventory(lab: Lab, s3_server: S3Server, moto_server: MotoServer, bucket: str, new_node: str, new_root: Path) -> dict[str, Any]:
+    return {"all": {
+        "vars": {"hcm_cluster_name": "onprem", "hcm_s3_endpoint_url": s3_server.endpoint_url, "hcm_s3_region": s3_server.region,
+                 "hcm_s3_bucket": bucket, "hcm_s3_access_key": s3_server.access_key, "hcm_s3_secret_key": s3_server.secret_key,
+                 "hcm_restic_password": RESTIC_PASSWORD, "hcm_backup_max_age": "1d", "hcm_source_kubeconfig": str(lab.kubeconfig("onprem"))},
+        "children": {
+            "target_cloud": {"hosts": {TARGET_SITE: {
+                "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+                "hcm_target_cloud": "aws", "hcm_target_region": moto_server.region, "hcm_target_cluster_name": "cloud",
+                "hcm_target_kubeconfig": str(lab.kubeconfig("cloud")), "hcm_join_method": "external",
+                "provision_node_aws_endpoint_url": moto_server.endpoint_url, "provision_node_aws_access_key": "testing",
+                "provision_node_aws_secret_key": "testing", "provision_node_address": "inventory", "provision_node_ssh_wait": False,
+                "provision_node_aws_instance_type": "t3.large"}}},
+            # How the controller reaches the new VM's disk here (see the module docstring).
+            "hcm_new_nodes": {"hosts": {new_node: {
+                "ansible_connection": "community.general.chroot", "ansible_host": str(new_root),
+                "ansible_python_interpreter": "/usr/bin/python3", "restore_data_install_packages": False}}},
+        }}}
+
+
+@contextlib.contextmanager
+def failed_site(lab: Lab, s3_server: S3Server, moto_server: MotoServer, velero_server: VeleroServer, workdir: Path,
+                new_node: str, say: Any = lambda text: None) -> Iterator[Site]:
+    """The site backed up, its first onprem worker dead; everything put back on exit."""
+    from kubernetes import client  # pylint: disable=import-outside-toplevel
+
+    failed = lab.nodes("onprem")[0]
+    bucket = s3_server.create_bucket(f"site-{uuid.uuid4().hex[:8]}")
+    s3 = {"endpoint_url": s3_server.endpoint_url, "region": s3_server.region, "access_key": s3_server.access_key, "secret_key": s3_server.secret_key}
+    new_root = make_instance(workdir / "new-node", ("python3", "restic"))
+    data = workdir / "old-node-disk/db"
+    data.mkdir(parents=True)
+    (data / "PG_VERSION").write_text("17\n")
+    (data / "base.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    try:
+        say(f"onprem: deploying the demo shop on {failed}")
+        seed(lab, failed, str(data))
+        say("onprem: installing Velero with the velero role, then a backup of its schedule, recorded in the catalog")
+        velero_server.start_in_background()
+        installed = run_playbook(REPO / "tests/integration/playbooks/velero.yml", extra_vars={
+            "velero_kubeconfig": str(lab.kubeconfig("onprem")), "velero_deploy_server": False, "velero_s3_bucket": bucket,
+            "velero_s3_endpoint_url": s3["endpoint_url"], "velero_s3_region": s3["region"], "velero_s3_access_key": s3["access_key"],
+            "velero_s3_secret_key": s3["secret_key"], "velero_schedules": [{"name": "resources"}]})
+        if installed.returncode != 0:
+            raise RuntimeError(installed.output[-3000:])
+        velero_server.join_start()
+        velero_server.cli("backup", "create", "before-failure", "--from-schedule", "resources", "--wait")
+        if run_module("velero_catalog", {**s3, "bucket": bucket, "cluster": "onprem"}).get("failed"):
+            raise RuntimeError("velero_catalog failed")
+        say(f"onprem: restic snapshot of {failed}'s local volume, recorded in its catalog entry")
+        node_backup(s3_server, bucket, str(new_root / "usr/bin/restic"), data, failed)
+        image = moto_server.client("ec2").describe_images()["Images"][0]["ImageId"]
+        if run_module("backup_catalog", {**s3, "bucket": bucket, "cluster": "cloud", "node": "_images", "data": {"image": [{
+                "name": f"aws/{moto_server.region}/v1.37.2", "location": f"aws://{moto_server.region}/{image}", "size": 0,
+                "details": {"cloud": "aws", "region": moto_server.region, "image_id": image, "kubernetes_version": "v1.37.2"}}]}}).get("failed"):
+            raise RuntimeError("recording the worker image failed")
+        say(f"onprem: {failed} fails (its kubelet stops answering)")
+        lab.fail_node("onprem", failed, wait=True)
+        inventory = workdir / "inventory.json"
+        inventory.write_text(json.dumps(_inventory(lab, s3_server, moto_server, bucket, new_node, new_root)))
+        yield Site(failed, new_node, bucket, inventory, new_root, data, workdir)
+    finally:
+        velero_server.stop()
+        lab.restore_node("onprem", failed)
+        for cluster in ("onprem", "cloud"):
+            remove_namespace(lab, NS, cluster)
+            try:
+                client.CoreV1Api(lab.api(cluster)).delete_persistent_volume(f"{NS}-db")
+            except client.exceptions.ApiException:
+                pass
+        remove_velero(lab, "onprem")
+
+
+# -- make demo -----------------------------------------------------------------------------------
+
+def demo(workdir: Path, keep: bool) -> int:
+    """Everything on loopback: a lab, the S3 server, moto, Velero; the site fails; migrate.yml runs."""
+    def say(text: str) -> None:
+        print(f"[demo {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+    lab = Lab(workdir / "lab")
+    say("starting the lab (two Kubernetes clusters: onprem and cloud), the S3 server and moto_server (the cloud's EC2 API)")
+    with S3Server(workdir / "s3") as s3_server, MotoServer(workdir / "moto") as moto_server:
+        lab.up(onprem_nodes=2, cloud_nodes=2)
+        try:
+            velero = VeleroServer(workdir / "velero", lab.kubeconfig("onprem"))
+            with failed_site(lab, s3_server, moto_server, velero, workdir / "site", "cloud-worker-9", say) as site, \
+                    lab.cloud_watcher("cloud", moto_server.endpoint_url, region=moto_server.region):
+                say(f"running playbooks/migrate.yml -e hcm_failed_node={site.failed}")
+                env = ansible_env({"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default"})
+                started = time.monotonic()
+                ran = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(REPO / "playbooks/migrate.yml"),
+                                      "-i", str(site.inventory), "-e", json.dumps({"hcm_failed_node": site.failed, "hcm_new_node_name": site.new_node,
+                                                                                   "hcm_report_dir": str(workdir / "report")})],
+                                     cwd=REPO, env=env, check=False)
+                say(f"migrate.yml ended with {ran.returncode} after {time.monotonic() - started:.0f} s")
+                report = workdir / "report/report.md"
+                if report.exists():
+                    print("\n" + report.read_text())
+                    say(f"report: {report} and {workdir / 'report/report.json'}")
+                if keep:
+                    say(f"--keep: the lab stays up (python -m lab.hclab status --state-dir {lab.state_dir}); press Enter to end")
+                    input()
+                return ran.returncode
+        finally:
+            lab.down()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--workdir", type=Path, help="where the lab, servers and report live (default: a new temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="wait for Enter before stopping the lab, to look around")
+    args = parser.parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hcm-demo-"))
+    if args.workdir and workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    return demo(workdir.resolve(), args.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
