@@ -81,8 +81,8 @@ integration: venv system-packages lab-build lab-build-velero
 demo: deps lab-build lab-build-velero
 	PATH=$(BIN):$$PATH $(BIN)/python -m tests.helpers.migration_site $(DEMO_ARGS)
 
-# One scenario per role under molecule/; instances are Debian roots made by tests/helpers.
-molecule: venv system-packages collection-link
+# One scenario per role under molecule/; instances are Debian roots made by tests/helpers, or a private lab (velero).
+molecule: venv system-packages collection-link lab-build
 	PATH=$(BIN):$$PATH $(BIN)/molecule test --all
 
 clean:
