@@ -23,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import urlsplit
 
+from tests.helpers.serving_thread import ServingThread
+
 Predicate = Callable[[str, str, Mapping[str, str]], bool]
 """``(method, path_with_query, headers) -> bool``"""
 Action = Callable[[], object]
@@ -74,8 +76,7 @@ class FaultProxy:
         self._rules: list[Rule | None] = list(rules)
         self._lock = threading.Lock()
         self._seen: list[SeenRequest] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: ServingThread | None = None
         self.endpoint_url = ""
 
     # -- API for tests ---------------------------------------------------
@@ -94,25 +95,17 @@ class FaultProxy:
         return [(r.method, r.path) for r in self.seen]
 
     def start(self) -> None:
-        if self._server is not None:
+        if self._serving is not None:
             return
         server = ThreadingHTTPServer((self.host, 0), self._handler_class())
         server.daemon_threads = True
-        self._server = server
         self.endpoint_url = f"http://{self.host}:{server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="fault-proxy", daemon=True
-        )
-        self._thread.start()
+        self._serving = ServingThread(server, "fault-proxy")
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.stop(timeout=5)
 
     def __enter__(self) -> FaultProxy:
         self.start()

@@ -74,6 +74,7 @@ from typing import Any
 
 from lab.hclab.pki import Authority, CertPair, make_ca
 from tests.helpers.debian_root import spawn_in_root
+from tests.helpers.serving_thread import ServingThread
 
 LOOPBACK = "127.0.0.1"
 # Inside each container's namespace: where the exchange directory is bound.
@@ -227,8 +228,7 @@ class KubeletStandin:
         self.containers: dict[tuple[str, str, str], Container] = {}
         self._seen: list[SeenRequest] = []
         self._lock = threading.Lock()
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: ServingThread | None = None
         self.base_url = ""
 
     # -- certificates ---------------------------------------------------------------------
@@ -398,22 +398,16 @@ class KubeletStandin:
         return context
 
     def start(self) -> None:
-        if self._server is not None:
+        if self._serving is not None:
             return
         server = _TlsServer((LOOPBACK, 0), self._handler_class(), self._tls_context())
-        self._server = server
         self.base_url = f"https://{LOOPBACK}:{server.server_address[1]}"
-        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="kubelet-standin", daemon=True)
-        self._thread.start()
+        self._serving = ServingThread(server, "kubelet-standin")
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.stop()
         for key in list(self.containers):
             self.remove_container(*key)
 
