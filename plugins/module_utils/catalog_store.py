@@ -323,7 +323,9 @@ class CatalogStore:
             if not check_mode:
                 self._publish_entry(keys, entry_id, body, digest, consequence)
 
-        if pointer and (pointer.get("created_at", ""), pointer["entry_id"]) > (entry["created_at"], entry_id):
+        # Strictly older only: two entries of the same second (Velero backups started together)
+        # are ordered by when they are written, so the one written now becomes latest.
+        if pointer and pointer.get("created_at", "") > entry["created_at"]:
             result["warnings"].append(
                 "Entry %s is older than the latest entry %s, so latest was left on the newer one"
                 % (entry_id, pointer["entry_id"])

@@ -106,6 +106,16 @@ def test_an_older_backup_written_late_does_not_replace_latest(s3_server, s3_buck
     assert seen["nodes"][0]["entries"] == [older["entry_id"], newer["entry_id"]]
 
 
+def test_of_two_entries_made_in_the_same_second_the_one_written_last_is_latest(s3_server, s3_bucket):
+    """Velero backups started in one second share created_at; the random id suffix must not pick the latest."""
+    same_second = "2026-11-25T02:00:00Z"
+    written = [write(s3_server, s3_bucket, created_at=same_second) for _ in range(3)]
+    for result in written:
+        assert result["changed"] is True and result["latest_updated"] is True, result.run.output
+    seen = info(s3_server, s3_bucket, cluster="onprem", node="worker-1")
+    assert seen["nodes"][0]["latest"]["id"] == written[-1]["entry_id"]
+
+
 def test_check_mode_reports_the_change_and_writes_nothing(s3_server, s3_bucket):
     data = {"resources": [put_artifact(s3_server, s3_bucket)]}
     before = bucket_state(s3_server, s3_bucket)
