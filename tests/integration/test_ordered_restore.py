@@ -12,20 +12,17 @@ import base64
 import copy
 import ipaddress
 import json
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
-import yaml
 
 from tests.helpers.ansible_run import ModuleResult, run_module
 from tests.helpers.fixtures_lab import Lab
+from tests.helpers.tcp_proxy import TcpProxy, proxy_to
 from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -404,102 +401,10 @@ def test_scale_up_of_a_workload_that_is_not_there_fails_naming_it(lab: Lab, ns: 
 
 
 # -- the API server goes away mid-restore ---------------------------------------------------------
-class TcpProxy:
-    """Forwards TCP to the API server untouched (TLS end to end). ``cut()`` is the server going away:
-    open connections are dropped and new ones refused; ``start()`` brings it back on the same port.
-
-    With ``cut_after`` set, it cuts by itself once clients have sent that many bytes: a point in
-    the client's conversation that does not depend on how fast this machine is.
-    """
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.port = 0
-        self.cut_after: int | None = None
-        self.sent = 0  # bytes from clients to the server
-        self._listener: socket.socket | None = None
-        self._open: set[socket.socket] = set()
-        self._lock = threading.Lock()
-
-    def start(self) -> None:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(64)
-        listener.settimeout(0.1)
-        self.port = listener.getsockname()[1]
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while self._listener is listener:
-            try:
-                client, _address = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.upstream, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            client.settimeout(None)
-            server.settimeout(None)
-            with self._lock:
-                self._open.update((client, server))
-            for source, target, upward in ((client, server, True), (server, client, False)):
-                threading.Thread(target=self._pipe, args=(source, target, upward), daemon=True).start()
-
-    def _pipe(self, source: socket.socket, target: socket.socket, upward: bool) -> None:
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    break
-                if upward:
-                    with self._lock:
-                        self.sent += len(data)
-                        due = self.cut_after is not None and self.sent >= self.cut_after
-                    if due:
-                        self.cut()
-                        break
-                target.sendall(data)
-        except OSError:
-            pass
-        for sock in (source, target):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        self.cut_after = None
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.close()
-        with self._lock:
-            for sock in self._open:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                sock.close()
-            self._open.clear()
-
-
 @pytest.fixture
 def proxied(lab: Lab, tmp_path: Path) -> Iterator[tuple[TcpProxy, Path]]:
-    server = urlsplit(lab.server(CLOUD))
-    proxy = TcpProxy((server.hostname or "127.0.0.1", server.port or 443))
-    proxy.start()
-    config = yaml.safe_load(lab.kubeconfig(CLOUD).read_text())
-    for cluster in config["clusters"]:
-        cluster["cluster"]["server"] = "https://127.0.0.1:%d" % proxy.port  # the certificate names 127.0.0.1
-    kubeconfig = tmp_path / "via-proxy.kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(config))
-    kubeconfig.chmod(0o600)
-    yield proxy, kubeconfig
+    proxy = proxy_to(lab.server(CLOUD))
+    yield proxy, proxy.kubeconfig_through(lab.kubeconfig(CLOUD), tmp_path / "via-proxy.kubeconfig")
     proxy.cut()
 
 
