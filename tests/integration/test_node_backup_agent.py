@@ -29,23 +29,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import pytest
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.agent_bundle import build_bundle
-from lab.hclab.pki import Authority, CertPair
-from tests.helpers.ansible_run import REPO
+from lab.hclab.pki import CertPair
 from tests.helpers.debian_root import run_in_root
 from tests.helpers.fault_proxy import FaultProxy
+from tests.helpers import node_agent
 from tests.helpers.kubelet_standin import COUNTER_LOG, KubeletStandin
+from tests.helpers.node_agent import AGENT, Setup, grant_identity
 from tests.helpers.wait import wait_until
 from tests.integration.test_backup_catalog import info
 
 pytestmark = pytest.mark.integration
 
 CLUSTER = "onprem"
-AGENT = REPO / "roles/node_backup/files/hcm_node_backup.py"
-TEMPLATE = REPO / "roles/node_backup/templates/node-backup.json.j2"
 PASSWORD = "correct horse battery staple"
 CHECKPOINT_ANNOTATION = "backup.hybridcloud.io/checkpoint"
 
@@ -122,24 +120,12 @@ def node(lab: Any, debian_root: Path, tmp_path_factory: pytest.TempPathFactory) 
     suffix = uuid.uuid4().hex[:6]
     namespace = f"hcm-node-backup-{suffix}"
     api = lab.api(CLUSTER)
-    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
+    core = client.CoreV1Api(api)
 
     local_dir = random_tree(workdir / "disks" / "local-ssd-1", {"db/table.bin": 3 * 1024 * 1024 + 17, "db/wal/000001.log": 65536, "db/meta.json": 211})
     host_dir = random_tree(workdir / "srv" / "cache", {"blobs/a.bin": 512 * 1024, "blobs/b.bin": 1, "index": 4096})
 
-    # The agent's own identity: group hcm:node-backup:<suffix>, allowed to list pods and PVs only.
-    cluster_dir = Path(lab.state.cluster(CLUSTER).directory)
-    authority = Authority(CertPair(cluster_dir / "pki/ca.crt", cluster_dir / "pki/ca.key"))
-    group = f"hcm:node-backups:{suffix}"
-    api_client = authority.issue(workdir / "pki", "node-backup", f"hcm-node-backup:{node_name}", organizations=(group,), client=True)
-    role = f"hcm-node-backup-{suffix}"
-    rbac.create_cluster_role({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": role},
-                              "rules": [{"apiGroups": [""], "resources": ["pods", "persistentvolumes"], "verbs": ["list"]}]})
-    rbac.create_cluster_role_binding({
-        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": role},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}],
-    })
+    api_client, remove_identity = grant_identity(lab, CLUSTER, node_name, workdir, suffix)
 
     storage_class = f"hcm-local-{suffix}"
     pv_name = f"hcm-local-{suffix}"
@@ -181,8 +167,8 @@ def node(lab: Any, debian_root: Path, tmp_path_factory: pytest.TempPathFactory) 
         )
     finally:
         kubelet.stop()
-        for delete in (lambda: core.delete_namespace(namespace), lambda: core.delete_persistent_volume(pv_name),
-                       lambda: rbac.delete_cluster_role_binding(role), lambda: rbac.delete_cluster_role(role)):
+        remove_identity()
+        for delete in (lambda: core.delete_namespace(namespace), lambda: core.delete_persistent_volume(pv_name)):
             try:
                 delete()
             except client.exceptions.ApiException as error:
@@ -193,67 +179,15 @@ def node(lab: Any, debian_root: Path, tmp_path_factory: pytest.TempPathFactory) 
 # -- the agent, configured as the role configures it --------------------------------------
 
 
-@dataclass
-class Setup:
-    """One agent installation: its settings file, password file, repository and bucket."""
-
-    config: Path
-    password_file: Path
-    repository: str
-    bucket: str
-    settings: dict[str, Any]
-    restic_env: dict[str, str]
-    restic: str
-
-
-def install(node: Node, debian_root: Path, server: Any, bucket: str, where: Path, endpoint_url: str | None = None,
-            keep_last: int = 14, max_age: str = "14d", restic_binary: str | None = None, checkpoints: bool = True,
-            kubelet_ca_file: str | None = None, kubelet_pki_dir: Path | None = None, retry_limit: str = "5m", lock_wait: str = "2m",
-            extra_paths: tuple[str, ...] = ()) -> Setup:
-    """The settings the role's template renders, plus the secret file it installs.
-
-    The lock file moves into ``where``: the role's /run path would be shared by every test here.
-    The kubelet's CA is the stand-in's, named explicitly, unless ``kubelet_ca_file`` says otherwise
-    ("" lets the agent choose by what ``kubelet_pki_dir`` holds).
-    """
-    where.mkdir(parents=True, exist_ok=True)
-    endpoint_url = endpoint_url or server.endpoint_url
-    repository = f"s3:{endpoint_url}/{bucket}/restic/{CLUSTER}"
-    variables = {
-        "node_backup_cluster_name": CLUSTER, "node_backup_node_name": node.name,
-        "node_backup_s3_endpoint_url": endpoint_url, "node_backup_s3_region": server.region, "node_backup_s3_bucket": bucket,
-        "node_backup_s3_access_key": server.access_key, "node_backup_s3_secret_key": server.secret_key,
-        "node_backup_s3_ca_bundle": "", "node_backup_s3_validate_certs": True, "node_backup_catalog_prefix": "catalog",
-        "node_backup_restic_binary": restic_binary or str(debian_root / "usr/bin/restic"), "node_backup_restic_repository": repository,
-        "node_backup_config_dir": str(where),
-        "node_backup_api_server": node.api_server, "node_backup_api_ca_file": str(node.api_ca),
-        "node_backup_api_cert_file": str(node.api_client.cert), "node_backup_api_key_file": str(node.api_client.key),
-        "node_backup_checkpoints_enabled": checkpoints, "node_backup_kubelet_url": node.kubelet.base_url,
-        "node_backup_kubelet_ca_file": str(node.kubelet.ca_file) if kubelet_ca_file is None else kubelet_ca_file,
-        "node_backup_kubelet_pki_dir": str(kubelet_pki_dir or where / "kubelet-pki"),
-        "node_backup_restic_retry_limit": retry_limit, "node_backup_restic_lock_wait": lock_wait,
-        "node_backup_kubelet_cert_file": str(node.kubelet_client.cert), "node_backup_kubelet_key_file": str(node.kubelet_client.key),
-        "node_backup_checkpoint_timeout": 60, "node_backup_extra_paths": list(extra_paths), "node_backup_keep_last": keep_last, "node_backup_max_age": max_age,
-    }
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters.update(to_json=json.dumps, bool=bool, int=int)
-    settings = json.loads(env.from_string(TEMPLATE.read_text()).render(**variables))
-    settings["lock_file"] = str(where / "hcm-node-backup.lock")
-    config = where / "hcm-node-backup.json"
-    config.write_text(json.dumps(settings, indent=2))
-    config.chmod(0o600)
-    password_file = Path(settings["restic"]["password_file"])
-    password_file.write_text(PASSWORD + "\n")
-    password_file.chmod(0o600)
-    restic_env = {"PATH": os.environ["PATH"], "HOME": str(where), "RESTIC_REPOSITORY": repository, "RESTIC_PASSWORD_FILE": str(password_file),
-                  "AWS_ACCESS_KEY_ID": server.access_key, "AWS_SECRET_ACCESS_KEY": server.secret_key, "AWS_DEFAULT_REGION": server.region}
-    return Setup(config, password_file, repository, bucket, settings, restic_env, str(debian_root / "usr/bin/restic"))
+def install(node: Node, debian_root: Path, server: Any, bucket: str, where: Path, **options: Any) -> Setup:
+    """The agent of ``node`` installed as the role installs it (tests/helpers/node_agent.py)."""
+    return node_agent.install(cluster=CLUSTER, node_name=node.name, api_server=node.api_server, api_ca=node.api_ca, api_client=node.api_client,
+                              kubelet=node.kubelet, kubelet_client=node.kubelet_client, restic=options.pop("restic_binary", None)
+                              or str(debian_root / "usr/bin/restic"), server=server, bucket=bucket, where=where, password=PASSWORD, **options)
 
 
 def run_agent(node: Node, setup: Setup) -> subprocess.CompletedProcess[str]:
-    """The service's command: ``/usr/bin/python3 -I <bundle> --config <settings>``."""
-    return subprocess.run(["/usr/bin/python3", "-I", str(node.bundle), "--config", str(setup.config)],
-                          capture_output=True, text=True, timeout=600, check=False, env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    return node_agent.run_agent(node.bundle, setup)
 
 
 def restic(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
