@@ -1,10 +1,12 @@
 """A site whose worker dies, ready for playbooks/migrate.yml: used by its test and by ``make demo``.
 
-On the lab's ``onprem`` cluster: a web Deployment with its Service, ConfigMap and Secret, and a
-StatefulSet whose local PV lives on the worker that will fail. Backed up with the real pieces:
-the velero role and a real Velero server (a backup of its schedule, recorded by velero_catalog),
-a restic snapshot of the local volume recorded in the node's catalog entry as the node agent
-records it, and the worker image of the ``cloud`` cluster recorded in its catalog (moto's AMI).
+On the lab's ``onprem`` cluster: a web Deployment with its Service, ConfigMap and Secret, a
+StatefulSet whose local PV lives on the worker that will fail, and a counter Deployment that
+opts in to checkpoints. Backed up with the real pieces: the velero role and a real Velero server
+(a backup of its schedule, recorded by velero_catalog), the node backup agent (the role's agent
+and settings template, run as its timer runs it: restic snapshot of the local volume, criu
+checkpoint of the counter through the kubelet stand-in of tests/helpers/kubelet_standin.py), and
+the worker image of the ``cloud`` cluster recorded in its catalog (moto's AMI).
 Then the worker fails. The inventory written for migrate.yml targets ``cloud`` through moto's
 EC2 API; the new VM joins by itself (the lab's cloud watcher stands a node up behind the
 instance) and its disk is a Debian 13 root reached with the chroot connection.
@@ -29,14 +31,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.hybridcloud.migration.plugins.module_utils.agent_bundle import build_bundle
+from tests.helpers import node_agent
 from tests.helpers.ansible_run import REPO, ansible_env, run_module, run_playbook
-from tests.helpers.debian_root import make_instance
+from tests.helpers.debian_root import ensure_debian_root, make_instance
 from tests.helpers.fixtures_lab import Lab
+from tests.helpers.kubelet_standin import COUNTER_LOG, KubeletStandin
 from tests.helpers.services import MotoServer, S3Server
 from tests.helpers.velero import VeleroServer, remove_namespace, remove_velero
 from tests.helpers.wait import wait_until
 
 NS = "demo-shop"
+CHECKPOINT_ANNOTATION = "backup.hybridcloud.io/checkpoint"
 RESTIC_PASSWORD = "demo-restic-password-never-logged"
 TARGET_SITE = "lab-cloud"
 
@@ -77,28 +83,43 @@ def seed(lab: Lab, failed: str, data_path: str) -> None:
             {"name": "db", "image": "postgres:17", "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}]}]}},
         "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
             "accessModes": ["ReadWriteOnce"], "storageClassName": "local-storage", "resources": {"requests": {"storage": "1Gi"}}}}]}})
+    # In-memory state worth keeping: its count lives only in a shell variable (the kubelet stand-in runs it).
+    apps.create_namespaced_deployment(NS, {"metadata": {"name": "counter"}, "spec": {
+        "replicas": 1, "selector": {"matchLabels": {"app": "counter"}},
+        "template": {"metadata": {"labels": {"app": "counter"}, "annotations": {CHECKPOINT_ANNOTATION: "true"}}, "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": failed}, "containers": [{"name": "counter", "image": "registry.example/hcm/counter:1.0"}]}}}})
     wait_until("the demo pods to run on the node that will fail", lambda: (
-        len(pods := core.list_namespaced_pod(NS).items) == 3
+        len(pods := core.list_namespaced_pod(NS).items) == 4
         and all(p.spec.node_name == failed and p.status.phase == "Running" for p in pods)), 120, interval=1)
 
 
-def node_backup(s3_server: S3Server, bucket: str, restic: str, data: Path, failed: str) -> None:
-    """What the node agent records: a restic snapshot of the local PV, then the node's catalog entry."""
-    repository = f"s3:{s3_server.endpoint_url}/{bucket}/restic/onprem"
-    env = dict(os.environ, AWS_ACCESS_KEY_ID=s3_server.access_key, AWS_SECRET_ACCESS_KEY=s3_server.secret_key,
-               AWS_DEFAULT_REGION=s3_server.region, RESTIC_PASSWORD=RESTIC_PASSWORD)
-    subprocess.run([restic, "--repo", repository, "init"], env=env, check=True, capture_output=True)
-    taken = subprocess.run([restic, "--repo", repository, "--json", "backup", "--host", failed, str(data)],
-                           env=env, check=True, capture_output=True, text=True)
-    summary = [json.loads(line) for line in taken.stdout.splitlines() if '"summary"' in line][-1]
-    recorded = run_module("backup_catalog", {
-        "endpoint_url": s3_server.endpoint_url, "region": s3_server.region, "access_key": s3_server.access_key,
-        "secret_key": s3_server.secret_key, "bucket": bucket, "cluster": "onprem", "node": failed, "data": {"local_data": [{
-            "name": f"{NS}/data-db-0", "location": f"restic:{repository}#{summary['snapshot_id']}", "size": summary["total_bytes_processed"],
-            "details": {"source": "local-pv", "path": str(data), "namespace": NS, "pvc": "data-db-0", "pv": f"{NS}-db",
-                        "snapshot_id": summary["snapshot_id"]}}]}})
-    if recorded.get("failed"):
-        raise RuntimeError(recorded.run.output)
+@contextlib.contextmanager
+def node_agent_backup(lab: Lab, s3_server: S3Server, bucket: str, restic: str, failed: str, workdir: Path) -> Iterator[str]:
+    """The node backup agent's run on ``failed``, as its timer runs it: the local PV and the counter's checkpoint.
+
+    The kubelet's checkpoint API is tests/helpers/kubelet_standin.py (a real criu dump of the
+    counter in the Debian 13 root); it stays up, the counter counting, until the context ends.
+    Yields the agent's log.
+    """
+    from kubernetes import client  # pylint: disable=import-outside-toplevel
+
+    counter_pod = next(p.metadata.name for p in client.CoreV1Api(lab.api("onprem")).list_namespaced_pod(NS, label_selector="app=counter").items)
+    kubelet = KubeletStandin(ensure_debian_root(), workdir / "kubelet", node_name=failed)
+    kubelet.start()
+    api_client, remove_identity = node_agent.grant_identity(lab, "onprem", failed, workdir, uuid.uuid4().hex[:6])
+    try:
+        counter = kubelet.add_container(NS, counter_pod, "counter")
+        wait_until("the counter to count", lambda: len(counter.read_file(COUNTER_LOG).split()) >= 3, 30)
+        setup = node_agent.install(cluster="onprem", node_name=failed, api_server=lab.server("onprem"), api_ca=lab.ca_cert("onprem"),
+                                   api_client=api_client, kubelet=kubelet, kubelet_client=kubelet.issue_client("node-backup", f"hcm-node-backup:{failed}"),
+                                   restic=restic, server=s3_server, bucket=bucket, where=workdir / "etc", password=RESTIC_PASSWORD)
+        ran = node_agent.run_agent(build_bundle(node_agent.AGENT, workdir / "bundle"), setup)
+        if ran.returncode != 0:
+            raise RuntimeError("the node backup agent failed:\n" + ran.stderr[-3000:])
+        yield ran.stderr
+    finally:
+        remove_identity()
+        kubelet.stop()
 
 
 def _inventory(lab: Lab, s3_server: S3Server, moto_server: MotoServer, bucket: str, new_node: str, new_root: Path) -> dict[str, Any]:
@@ -150,8 +171,9 @@ def failed_site(lab: Lab, s3_server: S3Server, moto_server: MotoServer, velero_s
         velero_server.cli("backup", "create", "before-failure", "--from-schedule", "resources", "--wait")
         if run_module("velero_catalog", {**s3, "bucket": bucket, "cluster": "onprem"}).get("failed"):
             raise RuntimeError("velero_catalog failed")
-        say(f"onprem: restic snapshot of {failed}'s local volume, recorded in its catalog entry")
-        node_backup(s3_server, bucket, str(new_root / "usr/bin/restic"), data, failed)
+        say(f"onprem: the node backup agent on {failed}: a restic snapshot of its local volume and a checkpoint of the counter")
+        with node_agent_backup(lab, s3_server, bucket, str(new_root / "usr/bin/restic"), failed, workdir / "node-agent"):
+            pass  # the counter (its memory) dies with the node
         image = moto_server.client("ec2").describe_images()["Images"][0]["ImageId"]
         if run_module("backup_catalog", {**s3, "bucket": bucket, "cluster": "cloud", "node": "_images", "data": {"image": [{
                 "name": f"aws/{moto_server.region}/v1.37.2", "location": f"aws://{moto_server.region}/{image}", "size": 0,

@@ -86,8 +86,8 @@ def test_the_target_api_server_going_away_mid_restore_then_a_rerun_completes_wit
             resumed = migrate(site, kubeconfig)
             assert resumed.returncode == 0, failures(resumed)
         report = json.loads((site.workdir / "report/report.json").read_text())
-        assert report["outcome"] == "succeeded", report["phases"]
-        assert [d.metadata.name for d in apps.list_namespaced_deployment(NS).items] == ["web"]
+        assert report["outcome"] == "partial", report["phases"]  # the counter started without its memory
+        assert [d.metadata.name for d in apps.list_namespaced_deployment(NS).items] == ["counter", "web"]
         assert [s.metadata.name for s in apps.list_namespaced_stateful_set(NS).items] == ["db"]
         assert apps.read_namespaced_deployment("web", NS).spec.replicas == 2
         assert [c.metadata.name for c in core.list_namespaced_config_map(NS).items if c.metadata.name != "kube-root-ca.crt"] == ["web-settings"]
