@@ -187,6 +187,9 @@ def failed_site(lab: Lab, s3_server: S3Server, moto_server: MotoServer, velero_s
     finally:
         velero_server.stop()
         lab.restore_node("onprem", failed)
+        # migrate.yml fenced the source: the node is cordoned (its workloads are deleted with the namespace below).
+        client.CoreV1Api(lab.api("onprem")).patch_node(failed, {"spec": {"unschedulable": None},
+                                                                "metadata": {"annotations": {"migration.hybridcloud.io/cordoned-by": None}}})
         for cluster in ("onprem", "cloud"):
             remove_namespace(lab, NS, cluster)
             try:
