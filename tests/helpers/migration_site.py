@@ -156,6 +156,7 @@ def failed_site(lab: Lab, s3_server: S3Server, moto_server: MotoServer, velero_s
     data.mkdir(parents=True)
     (data / "PG_VERSION").write_text("17\n")
     (data / "base.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    node_failed = False
     try:
         say(f"onprem: deploying the demo shop on {failed}")
         seed(lab, failed, str(data))
@@ -168,7 +169,7 @@ def failed_site(lab: Lab, s3_server: S3Server, moto_server: MotoServer, velero_s
         if installed.returncode != 0:
             raise RuntimeError(installed.output[-3000:])
         velero_server.join_start()
-        velero_server.cli("backup", "create", "before-failure", "--from-schedule", "resources", "--wait")
+        velero_server.cli("backup", "create", f"before-failure-{bucket[-8:]}", "--from-schedule", "resources", "--wait")
         if run_module("velero_catalog", {**s3, "bucket": bucket, "cluster": "onprem"}).get("failed"):
             raise RuntimeError("velero_catalog failed")
         say(f"onprem: the node backup agent on {failed}: a restic snapshot of its local volume and a checkpoint of the counter")
@@ -181,12 +182,14 @@ def failed_site(lab: Lab, s3_server: S3Server, moto_server: MotoServer, velero_s
             raise RuntimeError("recording the worker image failed")
         say(f"onprem: {failed} fails (its kubelet stops answering)")
         lab.fail_node("onprem", failed, wait=True)
+        node_failed = True
         inventory = workdir / "inventory.json"
         inventory.write_text(json.dumps(_inventory(lab, s3_server, moto_server, bucket, new_node, new_root)))
         yield Site(failed, new_node, bucket, inventory, new_root, data, workdir)
     finally:
         velero_server.stop()
-        lab.restore_node("onprem", failed)
+        if node_failed:
+            lab.restore_node("onprem", failed)
         # migrate.yml fenced the source: the node is cordoned (its workloads are deleted with the namespace below).
         client.CoreV1Api(lab.api("onprem")).patch_node(failed, {"spec": {"unschedulable": None},
                                                                 "metadata": {"annotations": {"migration.hybridcloud.io/cordoned-by": None}}})
@@ -196,6 +199,10 @@ def failed_site(lab: Lab, s3_server: S3Server, moto_server: MotoServer, velero_s
                 client.CoreV1Api(lab.api(cluster)).delete_persistent_volume(f"{NS}-db")
             except client.exceptions.ApiException:
                 pass
+        # Namespaces go away asynchronously; the next site must not meet this one Terminating.
+        for cluster in ("onprem", "cloud"):
+            wait_until(f"namespace {NS} to be deleted in {cluster}", lambda cluster=cluster: NS not in [
+                ns.metadata.name for ns in client.CoreV1Api(lab.api(cluster)).list_namespace().items], 120, interval=1)
         remove_velero(lab, "onprem")
 
 
