@@ -103,7 +103,7 @@ def node_agent_backup(lab: Lab, s3_server: S3Server, bucket: str, restic: str, f
     """
     from kubernetes import client  # pylint: disable=import-outside-toplevel
 
-    counter_pod = next(p.metadata.name for p in client.CoreV1Api(lab.api("onprem")).list_namespaced_pod(NS, label_selector="app=counter").items)
+    counter_pod = client.CoreV1Api(lab.api("onprem")).list_namespaced_pod(NS, label_selector="app=counter").items[0].metadata.name
     kubelet = KubeletStandin(ensure_debian_root(), workdir / "kubelet", node_name=failed)
     kubelet.start()
     api_client, remove_identity = node_agent.grant_identity(lab, "onprem", failed, workdir, uuid.uuid4().hex[:6])

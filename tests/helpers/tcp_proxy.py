@@ -98,7 +98,6 @@ class TcpProxy:
                 sock.close()
             self._open.clear()
 
-
     def kubeconfig_through(self, kubeconfig: Path, dest: Path) -> Path:
         """A copy of ``kubeconfig`` (0600) whose clusters are reached through this proxy."""
         config = yaml.safe_load(kubeconfig.read_text())

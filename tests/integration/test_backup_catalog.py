@@ -109,7 +109,7 @@ def test_an_older_backup_written_late_does_not_replace_latest(s3_server, s3_buck
 def test_of_two_entries_made_in_the_same_second_the_one_written_last_is_latest(s3_server, s3_bucket):
     """Velero backups started in one second share created_at; the random id suffix must not pick the latest."""
     same_second = "2026-11-25T02:00:00Z"
-    written = [write(s3_server, s3_bucket, created_at=same_second) for _ in range(3)]
+    written = [write(s3_server, s3_bucket, created_at=same_second) for attempt in range(3)]
     for result in written:
         assert result["changed"] is True and result["latest_updated"] is True, result.run.output
     seen = info(s3_server, s3_bucket, cluster="onprem", node="worker-1")
