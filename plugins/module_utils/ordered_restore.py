@@ -65,6 +65,9 @@ DEFAULT_FIELD_MANAGER = "hybridcloud.migration"
 SCALE_UP_MANAGER_SUFFIX = "-scale-up"
 REPLICAS_ANNOTATION = "migration.hybridcloud.io/replicas"
 SUSPEND_ANNOTATION = "migration.hybridcloud.io/suspend"
+# Set by migrate.yml's state phase on a workload whose container runs from its checkpoint image:
+# ``checkpoint.migration.hybridcloud.io/<container>: <image>``.
+CHECKPOINT_IMAGE_PREFIX = "checkpoint.migration.hybridcloud.io/"
 # Bare pods wait for their data behind this scheduling gate (the planner adds it); scale-up removes it.
 RESTORE_GATE = "migration.hybridcloud.io/restore"
 PLAN_SCHEMA = 1
@@ -412,6 +415,29 @@ def keep_live_scale(manifest: Manifest, live: t.Optional[t.Mapping[str, t.Any]])
             value = (live.get("spec") or {}).get(field)
             return kept, "scaled up already: spec.%s left at %s" % (field, json.dumps(value))
     return manifest, ""
+
+
+def keep_checkpoint_images(manifest: Manifest, live: t.Optional[t.Mapping[str, t.Any]]) -> tuple[Manifest, str]:
+    """Leave containers that the state phase pointed at their checkpoint images on those images.
+
+    The plan holds the original image; re-applying it would make the workload start cold on
+    the next scale-up. The annotations on the live object name the containers and images.
+    """
+    live_annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+    images = {key[len(CHECKPOINT_IMAGE_PREFIX):]: value for key, value in live_annotations.items()
+              if key.startswith(CHECKPOINT_IMAGE_PREFIX) and isinstance(value, str) and value}
+    containers = (((manifest.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers")
+    if not images or not isinstance(containers, list):
+        return manifest, ""
+    kept = copy.deepcopy(manifest)
+    names = []
+    for container in kept["spec"]["template"]["spec"]["containers"]:
+        if isinstance(container, dict) and container.get("name") in images:
+            container["image"], container["imagePullPolicy"] = images[container["name"]], "Never"
+            names.append(container["name"])
+    if not names:
+        return manifest, ""
+    return kept, "runs from its checkpoint image: %s kept" % ", ".join("%s=%s" % (n, images[n]) for n in names)
 
 
 def timeout_for(kind: str, default: float, per_kind: t.Optional[t.Mapping[str, t.Any]]) -> float:
@@ -924,6 +950,8 @@ class Restorer(_ClusterWork):
         if self._unreachable.is_set() or item.ref is None:
             return
         manifest, note = keep_live_scale(item.manifest, item.before)
+        manifest, image_note = keep_checkpoint_images(manifest, item.before)
+        note = "; ".join(n for n in (note, image_note) if n)
         try:
             status, live = self.cluster.apply(item.ref, manifest, self.settings.field_manager, self.settings.force_conflicts, self.settings.check_mode)
         except ApiError as err:

@@ -297,6 +297,30 @@ def test_a_workload_not_scaled_up_yet_or_new_is_applied_as_planned():
     assert restore.keep_live_scale(plain, obj("ConfigMap", "c", "x")) == (plain, "")
 
 
+def test_a_container_running_from_its_checkpoint_image_stays_on_it_on_a_rerun():
+    planned = deployment(replicas=0)
+    planned["spec"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "proxy:2", "imagePullPolicy": "IfNotPresent"})
+    live = deployment(replicas=0)
+    live["metadata"]["annotations"][restore.CHECKPOINT_IMAGE_PREFIX + "app"] = "localhost/hcm-checkpoint/shop-web-app:abc"
+    applied, note = restore.keep_checkpoint_images(planned, live)
+    assert applied["spec"]["template"]["spec"]["containers"] == [
+        {"name": "app", "image": "localhost/hcm-checkpoint/shop-web-app:abc", "imagePullPolicy": "Never"},
+        {"name": "sidecar", "image": "proxy:2", "imagePullPolicy": "IfNotPresent"}]
+    assert note == "runs from its checkpoint image: app=localhost/hcm-checkpoint/shop-web-app:abc kept"
+    assert planned["spec"]["template"]["spec"]["containers"][0]["image"] == "web:1", "the plan is untouched"
+
+
+def test_without_checkpoint_annotations_the_containers_are_applied_as_planned():
+    planned = deployment(replicas=0)
+    assert restore.keep_checkpoint_images(planned, None) == (planned, "")
+    assert restore.keep_checkpoint_images(planned, deployment(replicas=0)) == (planned, "")
+    live = deployment(replicas=0)
+    live["metadata"]["annotations"][restore.CHECKPOINT_IMAGE_PREFIX + "gone"] = "localhost/hcm-checkpoint/x:1"
+    assert restore.keep_checkpoint_images(planned, live) == (planned, "")  # no such container in the plan
+    plain = obj("ConfigMap", "c", "x", data={})
+    assert restore.keep_checkpoint_images(plain, live) == (plain, "")
+
+
 def test_a_resumed_cronjob_stays_resumed():
     planned = obj("CronJob", "nightly", "shop", "batch/v1", spec={"suspend": True, "schedule": "0 3 * * *"})
     planned["metadata"]["annotations"] = {restore.SUSPEND_ANNOTATION: "false"}
