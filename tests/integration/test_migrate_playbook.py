@@ -40,14 +40,6 @@ def site(lab, s3_server, moto_server, velero_server, tmp_path_factory) -> Iterat
         yield prepared
 
 
-@pytest.fixture(scope="module", autouse=True)
-def uncordon_after(lab) -> Iterator[None]:
-    """migrate.yml cordons the failed node (fencing); the shared lab gets it back schedulable."""
-    yield
-    client.CoreV1Api(lab.api("onprem")).patch_node(lab.nodes("onprem")[0], {
-        "metadata": {"annotations": {"migration.hybridcloud.io/cordoned-by": None}}, "spec": {"unschedulable": None}})
-
-
 def migrate(site: Site, check: bool = False, **extra: Any) -> Run:
     extra_vars = {"hcm_failed_node": site.failed, "hcm_new_node_name": NEW_NODE, "hcm_report_dir": str(site.workdir / "report"), **extra}
     return run_playbook(REPO / "playbooks/migrate.yml", inventory=site.inventory, extra_vars=extra_vars, check=check)
