@@ -26,6 +26,7 @@ help:
 	@echo "make lint | sanity | units | integration | molecule   one layer of the test pyramid"
 	@echo "make lab-build    build the lab's Kubernetes, etcd and kwok from Go modules (cached by version)"
 	@echo "make lab-build-velero   build Velero and its AWS plugin from Go modules (cached by version)"
+	@echo "make lab-build-packer   build Packer and its amazon, openstack and ansible plugins from Go modules (cached by version)"
 	@echo "make clean        remove .venv and .build (caches in $(HCM_CACHE_DIR) stay)"
 
 test: deps
@@ -71,7 +72,7 @@ units: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 # The lab's Kubernetes control planes are real binaries built from Go modules (cached by version).
-integration: venv system-packages lab-build lab-build-velero
+integration: venv system-packages lab-build lab-build-velero lab-build-packer
 	PATH=$(BIN):$$PATH $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 # The main command: the lab, S3, moto (the cloud's EC2 API) and Velero on loopback; a backed-up
@@ -100,3 +101,10 @@ lab-build:
 .PHONY: lab-build-velero
 lab-build-velero:
 	bash lab/build-velero.sh $(if $(FORCE),--force)
+
+# Packer and its amazon, openstack and ansible plugins, built from Go modules (lab/go/packer) into
+# $(HCM_CACHE_DIR)/lab/<key>/{bin,plugins} once per version; .build/lab/packer points there.
+# The worker_image tests use them. FORCE=1 rebuilds.
+.PHONY: lab-build-packer
+lab-build-packer:
+	bash lab/build-packer.sh $(if $(FORCE),--force)
