@@ -86,7 +86,7 @@ def table(runs: list[dict[str, Any]], load: str) -> str:
         "## Demo migration by phase, %s, %s" % (dt.date.today().isoformat(), platform.node()),
         "",
         "Machine: %s; 1-min load average %s. The lab (two kube-apiservers, kwok nodes), rclone S3 and moto_server on "
-        "loopback; %d run(s) of `migrate.yml` over `make demo`'s site (moves: %s; %d objects selected; %d checkpoint(s), "
+        "loopback; %d run(s) of `migrate.yml` over `make demo`'s site (moves: %s; %d workloads selected; %d checkpoint(s), "
         "started cold: the lab's new node has no CRI-O). The new VM is a moto instance the lab's cloud watcher stands a kwok "
         "node up behind (join method external). Seconds, median (min-max)."
         % (machine(), load, len(runs), ", ".join("%s/%s" % (w["kind"], w["name"]) for w in first["workloads"]),
