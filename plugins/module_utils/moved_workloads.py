@@ -41,6 +41,7 @@ import typing as t
 from urllib.parse import quote
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
+from ansible_collections.hybridcloud.migration.plugins.module_utils.migration_plan import PREFIX, RUN_ID_KEY
 from ansible_collections.hybridcloud.migration.plugins.module_utils.ordered_restore import (
     REPLICA_KINDS,
     SUSPEND_KINDS,
@@ -52,12 +53,10 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.ordered_rest
     scaled_readiness,
 )
 
-PREFIX = "migration.hybridcloud.io/"
 SOURCE_REPLICAS = PREFIX + "source-replicas"
 SOURCE_SUSPEND = PREFIX + "source-suspend"
 MOVED_TO = PREFIX + "moved-to"
 CORDONED_BY = PREFIX + "cordoned-by"
-RUN_ID_KEY = PREFIX + "run-id"
 FIELD_MANAGER = "hybridcloud.migration-fence"
 MERGE_PATCH = "application/merge-patch+json"
 STATES = ("fenced", "released", "absent")
