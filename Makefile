@@ -27,6 +27,7 @@ help:
 	@echo "make lab-build    build the lab's Kubernetes, etcd and kwok from Go modules (cached by version)"
 	@echo "make lab-build-velero   build Velero and its AWS plugin from Go modules (cached by version)"
 	@echo "make lab-build-packer   build Packer and its amazon, openstack and ansible plugins from Go modules (cached by version)"
+	@echo "make lab-build-containerd  build containerd, its runc shim and ctr from Go modules for the lab's worker VMs (cached by version)"
 	@echo "make clean        remove .venv and .build (caches in $(HCM_CACHE_DIR) stay)"
 
 test: deps
@@ -72,7 +73,7 @@ units: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 # The lab's Kubernetes control planes are real binaries built from Go modules (cached by version).
-integration: venv system-packages lab-build lab-build-velero lab-build-packer
+integration: venv system-packages lab-build lab-build-velero lab-build-packer lab-build-containerd
 	PATH=$(BIN):$$PATH $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 # The main command: the lab, S3, moto (the cloud's EC2 API) and Velero on loopback; a backed-up
@@ -108,3 +109,10 @@ lab-build-velero:
 .PHONY: lab-build-packer
 lab-build-packer:
 	bash lab/build-packer.sh $(if $(FORCE),--force)
+
+# containerd (daemon with its CRI plugin, runc shim, ctr), built from Go modules (lab/go/containerd)
+# into $(HCM_CACHE_DIR)/lab/<key>/bin once per version; .build/lab/containerd points there. The
+# lab's worker VMs run it (CRI-O can't be had here); the worker_node role installs it from there.
+.PHONY: lab-build-containerd
+lab-build-containerd:
+	bash lab/build-containerd.sh $(if $(FORCE),--force)
