@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.hclab import LabError, kwok, paths, pki
+from lab.hclab import LabError, kubeadm_objects, kwok, paths, pki
 from lab.hclab.process import ProcessRecord, https_get, start, stop_all, tls_context, wait_for
 from lab.hclab.state import ClusterState, LabState
 
@@ -414,6 +414,14 @@ class Cluster:
             "data": {"kubeconfig": pki.cluster_info_kubeconfig(self.server, self._pair("ca").cert)},
         }
         _create(core.create_namespaced_config_map, cluster_info, namespace="kube-public")
+        # What kubeadm join reads after discovery (a real node joins a lab VM: lab_vm.py).
+        version = client.VersionApi(api).get_code(_request_timeout=10).git_version
+        for config_map in kubeadm_objects.config_maps(version, self.server.removeprefix("https://"), self.spec.pod_cidr,
+                                                      self.spec.service_cidr, self.spec.name):
+            _create(core.create_namespaced_config_map, config_map, namespace="kube-system")
+        for obj in kubeadm_objects.roles_and_bindings():
+            create = rbac.create_namespaced_role if obj["kind"] == "Role" else rbac.create_namespaced_role_binding
+            _create(create, obj, namespace="kube-system")
         # The admin kubeconfig works once its group is bound: check it does before handing it out.
         admin = client.CoreV1Api(self.api("admin"))
         wait_for(f"{self.spec.name} admin kubeconfig can list nodes", lambda: admin.list_node(_request_timeout=5) is not None, 30)

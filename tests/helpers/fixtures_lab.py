@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from lab.hclab.cloud_watcher import CloudWatcher
+from lab.hclab.vm_cloud import VmCloud
 from lab.hclab.cluster import api_client
 from lab.hclab.process import ProcessRecord
 from lab.hclab.state import LabState, require
@@ -94,18 +95,34 @@ class Lab:
         there are removed (a test leaves the shared lab as it found it). Its messages go to
         stdout (pytest shows them for a failed test); ``watcher.errors`` holds failed polls.
         """
-        stop = threading.Event()
         watcher = CloudWatcher(self.state_dir, cluster, endpoint_url, region=region, interval=interval, say=lambda line: print(line, flush=True))
+        with self._watching(watcher, cluster, remove_nodes):
+            yield watcher
+
+    @contextlib.contextmanager
+    def vm_cloud(self, cluster: str, endpoint_url: str, *, image: Path, disks: Path, authorized_keys: str = "",
+                 region: str = "us-east-1", interval: float = 0.5) -> Iterator[VmCloud]:
+        """Boot a lab VM from ``image`` behind every managed instance of moto (lab/hclab/vm_cloud.py),
+        in a thread; on exit every VM is powered off and its disk removed."""
+        cloud = VmCloud(self.state_dir, cluster, endpoint_url, image=image, disks=disks, authorized_keys=authorized_keys,
+                        region=region, interval=interval, say=lambda line: print(line, flush=True))
+        with self._watching(cloud, cluster, True):
+            yield cloud
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _watching(watcher: CloudWatcher, cluster: str, remove: bool) -> Iterator[None]:
+        stop = threading.Event()
         thread = threading.Thread(target=watcher.run, args=(stop,), name=f"hclab-watch-cloud-{cluster}", daemon=True)
         thread.start()
         try:
-            yield watcher
+            yield
         finally:
             stop.set()
             thread.join(COMMAND_TIMEOUT)
             if thread.is_alive():
                 raise LabCommandError(f"the cloud watcher did not stop within {COMMAND_TIMEOUT}s")
-            if remove_nodes:
+            if remove:
                 watcher.remove_joined()
 
     def status(self) -> dict[str, Any]:

@@ -1,0 +1,72 @@
+#!/bin/sh
+# Boot a lab VM: the worker image's root, in the namespaces lab/hclab/lab_vm.py made for it.
+# Started by lab_vm.py, already inside the VM's network namespace and cgroups, as:
+#   unshare --mount --pid --uts --ipc --cgroup --fork --kill-child /bin/sh boot.sh IMAGE DISK HOSTNAME INIT CONTROLLERS
+# IMAGE is the worker image's root (read-only here), DISK the VM's own directory: its writes go to
+# DISK/upper (an overlay over IMAGE, like a VM's disk made from an image), containerd's and the
+# kubelet's state to plain directories (overlayfs can't be an overlay's upper layer). Then the
+# root is pivoted to, and INIT (lab/hclab/vm/init.py, copied into the disk) runs as PID 1.
+# CONTROLLERS: the host's cgroup v1 controllers, space-separated (the VM's cgroup in each).
+set -eu
+
+image=$1
+disk=$2
+name=$3
+init=$4
+controllers=$5
+root=$disk/root
+
+mount --make-rprivate /
+mkdir -p "$root" "$disk/upper" "$disk/work" "$disk/containerd" "$disk/kubelet" "$disk/pods"
+mount -t overlay overlay -o "lowerdir=$image,upperdir=$disk/upper,workdir=$disk/work" "$root"
+for dir in var/lib/containerd var/lib/kubelet var/log/pods; do
+    mkdir -p "$root/$dir"
+done
+mount --bind "$disk/containerd" "$root/var/lib/containerd"
+mount --bind "$disk/kubelet" "$root/var/lib/kubelet"
+mount --bind "$disk/pods" "$root/var/log/pods"
+
+mount -t proc proc "$root/proc"
+# A sysfs mounted in the VM's network namespace lists the VM's own interfaces.
+mount -t sysfs sysfs "$root/sys"
+# The cgroup hierarchies, mounted inside the VM's cgroup namespace: each shows the VM's own cgroup
+# as its root (as on a VM), so the kubelet's /kubepods of two VMs never meet.
+mount -t tmpfs -o mode=755 cgroup "$root/sys/fs/cgroup"
+for controller in $controllers; do
+    mkdir -p "$root/sys/fs/cgroup/$controller"
+    mount -t cgroup -o "$controller" cgroup "$root/sys/fs/cgroup/$controller"
+done
+mkdir -p "$root/sys/fs/cgroup/systemd"
+mount -t cgroup -o none,name=systemd cgroup "$root/sys/fs/cgroup/systemd"
+
+mount -t tmpfs -o mode=755,nosuid dev "$root/dev"
+for node in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0" "kmsg 1 11" "console 5 1"; do
+    # shellcheck disable=SC2086  # "name major minor" split on purpose
+    set -- $node
+    mknod -m 666 "$root/dev/$1" c "$2" "$3"
+done
+mkdir -p "$root/dev/net" "$root/dev/pts" "$root/dev/shm"
+mknod -m 666 "$root/dev/net/tun" c 10 200
+mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$root/dev/pts"
+ln -s pts/ptmx "$root/dev/ptmx"
+mount -t tmpfs -o mode=1777,nosuid,nodev shm "$root/dev/shm"
+ln -s /proc/self/fd "$root/dev/fd"
+ln -s /proc/self/fd/0 "$root/dev/stdin"
+ln -s /proc/self/fd/1 "$root/dev/stdout"
+ln -s /proc/self/fd/2 "$root/dev/stderr"
+mount -t tmpfs -o mode=1777,nosuid,nodev tmp "$root/tmp"
+mount -t tmpfs -o mode=755,nosuid,nodev run "$root/run"
+
+hostname "$name"
+echo "$name" >"$root/etc/hostname"
+# As cloud-init's manage_etc_hosts: the VM resolves its own name.
+grep -q " $name\$" "$root/etc/hosts" 2>/dev/null || echo "127.0.1.1 $name" >>"$root/etc/hosts"
+cp "$init" "$root/run/hclab-init.py"
+
+cd "$root"
+pivot_root . .
+umount -l .
+cd /
+# The kubelet wants its directory on a shared mount (mount propagation for volumes).
+mount --make-rshared /
+exec /usr/bin/python3 /run/hclab-init.py

@@ -1,0 +1,142 @@
+"""Real worker nodes in the lab: VMs booted from the worker image, joined by kubeadm, running pods.
+
+The worker image is the product's: playbooks/build_image.yml with a ``lab`` target runs
+debootstrap and the worker_node role (containerd, runc, criu, kubelet/kubeadm built from the lab's
+pin) through a chroot; lab/hclab/vm_image.py then adds what a cluster would bring (a CNI config,
+the lab's images, since no registry is reachable). The lab's VM cloud (lab/hclab/vm_cloud.py)
+boots a lab VM from it behind every instance moto runs: a network namespace at the instance's
+private address, with sshd, containerd and the kubelet started from the image's own units.
+
+provision_node creates the instance through the EC2 API and waits for SSH at that address;
+join_node SSHes in and runs ``kubeadm join``; the kubelet registers by TLS bootstrap; pods run in
+containerd with runc, their logs read through the API server from the kubelet.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.helpers.ansible_run import REPO, Run, run_playbook
+from tests.helpers.lab_worker_image import build_lab_worker_image
+from tests.helpers.wait import wait_until
+
+pytestmark = pytest.mark.integration
+
+PLAYBOOK = REPO / "tests/integration/playbooks/provision_and_join.yml"
+K8S_VERSION = "v1.37.2"
+CONTAINERD_VERSION = "2.3.7"
+BUSYBOX = "hclab.io/busybox:1"
+
+
+@pytest.fixture(scope="module")
+def worker_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The lab's worker image, built once for this module by build_image.yml (target lab)."""
+    return build_lab_worker_image(tmp_path_factory.mktemp("worker-image"))
+
+
+@pytest.fixture
+def ssh_key(tmp_path: Path) -> Path:
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "hclab-test", "-f", str(key)], check=True)
+    return key
+
+
+@pytest.fixture
+def vm_cloud(lab, moto_server, worker_image, tmp_path) -> Iterator[Any]:
+    with lab.vm_cloud("cloud", moto_server.endpoint_url, image=worker_image, disks=tmp_path / "vms", region=moto_server.region) as cloud:
+        yield cloud
+    api = client.CoreV1Api(lab.api("cloud"))
+    for node in api.list_node(label_selector="hybridcloud.io/migrated-from").items:
+        api.delete_node(node.metadata.name)
+
+
+def provision_and_join(lab, moto_server, ssh_key: Path, tmp_path: Path, name: str, run_id: str, **over: Any) -> Run:
+    ec2 = moto_server.client("ec2")
+    key_name = f"hclab-{run_id}"
+    if not ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [key_name]}])["KeyPairs"]:
+        ec2.import_key_pair(KeyName=key_name, PublicKeyMaterial=ssh_key.with_suffix(".pub").read_bytes())
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"children": {"hcm_new_nodes": {"vars": {
+        "ansible_ssh_private_key_file": str(ssh_key), "ansible_python_interpreter": "/usr/bin/python3",
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}},
+        "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python")}}}}))
+    extra = {
+        "test_run_id": run_id, "join_node_kubeconfig": str(lab.kubeconfig("cloud")),
+        # cgroup v1 here: the kubelet runs with failCgroupV1 false, kubeadm's check must be skipped
+        "join_node_ignore_preflight_errors": ["SystemVerification"],
+        "provision_node_cloud": "aws", "provision_node_region": moto_server.region, "provision_node_name": name,
+        "provision_node_replaces": "onprem-worker-1", "provision_node_kubernetes_version": K8S_VERSION,
+        "provision_node_image_id": moto_server.client("ec2").describe_images()["Images"][0]["ImageId"],
+        "provision_node_aws_endpoint_url": moto_server.endpoint_url, "provision_node_aws_access_key": "testing",
+        "provision_node_aws_secret_key": "testing", "provision_node_aws_instance_type": "t3.large",
+        "provision_node_aws_key_name": key_name, "provision_node_address": "private", "provision_node_ssh_user": "root",
+        "provision_node_ssh_timeout": 120, "provision_node_group": "hcm_new_nodes", **over}
+    return run_playbook(PLAYBOOK, inventory=inventory, extra_vars=extra)
+
+
+def counter_pod(name: str, node: str) -> dict[str, Any]:
+    script = "i=0; while true; do i=$((i+1)); echo $i; sleep 1; done"
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "counter"}},
+            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "counter", "image": BUSYBOX, "imagePullPolicy": "Never", "command": ["/bin/sh", "-c", script]}]}}
+
+
+def logged_numbers(api: client.CoreV1Api, pod: str, namespace: str = "default") -> list[int]:
+    return [int(x) for x in api.read_namespaced_pod_log(pod, namespace, _request_timeout=10).split()]
+
+
+def test_a_vm_of_the_target_cloud_is_joined_over_ssh_by_kubeadm_and_runs_pods(lab, moto_server, vm_cloud, ssh_key, tmp_path):
+    run_id = uuid.uuid4().hex[:8]
+    name = f"cloud-vm-{run_id}"
+    run = provision_and_join(lab, moto_server, ssh_key, tmp_path, name, run_id)
+    assert run.returncode == 0, run.output
+
+    instance = next(i for r in moto_server.client("ec2").describe_instances(
+        Filters=[{"Name": "tag:Name", "Values": [name]}])["Reservations"] for i in r["Instances"])
+    api = client.CoreV1Api(lab.api("cloud"))
+    node = api.read_node(name)
+    info = node.status.node_info
+    # A real kubelet of the lab's pin with containerd, at the instance's address.
+    assert info.kubelet_version == K8S_VERSION and info.container_runtime_version == f"containerd://{CONTAINERD_VERSION}"
+    assert info.os_image.startswith("Debian GNU/Linux 13")
+    assert {a.type: a.address for a in node.status.addresses}["InternalIP"] == instance["PrivateIpAddress"]
+    assert {c.type: c.status for c in node.status.conditions}["Ready"] == "True"
+    assert node.metadata.labels["hybridcloud.io/migrated-from"] == "onprem-worker-1"
+    # TLS bootstrap: the kubelet's client certificate came from a CSR of the bootstrap token's user.
+    csrs = client.CertificatesV1Api(lab.api("cloud")).list_certificate_signing_request().items
+    secret = api.list_namespaced_secret("kube-system", label_selector=f"migration.hybridcloud.io/run-id={run_id}").items[0]
+    token_id = base64.b64decode(secret.data["token-id"]).decode()
+    assert any(c.spec.username == f"system:bootstrap:{token_id}" and c.spec.signer_name == "kubernetes.io/kube-apiserver-client-kubelet"
+               and any(s.type == "Approved" for s in (c.status.conditions or [])) for c in csrs)
+    # The token never stays on the node's disk.
+    vm = vm_cloud.vm_named(name)
+    assert not (vm.disk / "upper/etc/hybridcloud-migration/join-configuration.yml").exists()
+    assert (vm.disk / "upper/etc/kubernetes/kubelet.conf").is_file()
+
+    # A real pod: containerd + runc in the VM; its log read through the API server from the kubelet.
+    api.create_namespaced_pod("default", counter_pod(f"counter-{run_id}", name))
+    try:
+        wait_until("the counter pod to run", lambda: api.read_namespaced_pod(f"counter-{run_id}", "default").status.phase == "Running", 60)
+        wait_until("the counter to count to 3", lambda: len(logged_numbers(api, f"counter-{run_id}")) >= 3, 30)
+        numbers = logged_numbers(api, f"counter-{run_id}")
+        assert numbers == list(range(1, len(numbers) + 1))
+    finally:
+        api.delete_namespaced_pod(f"counter-{run_id}", "default", grace_period_seconds=0)
+
+    # A second run finds the VM and the joined node: no new instance, no second join.
+    again = provision_and_join(lab, moto_server, ssh_key, tmp_path, name, run_id)
+    assert again.returncode == 0, again.output
+    assert not [r for r in again.task_results(name) if r.get("changed")], again.output
+    assert len([i for r in moto_server.client("ec2").describe_instances(Filters=[{"Name": "tag:Name", "Values": [name]}])["Reservations"]
+                for i in r["Instances"] if i["State"]["Name"] == "running"]) == 1
