@@ -14,6 +14,7 @@ from typing import Any
 
 from lab.hclab import LabError, commands, paths
 from lab.hclab.cloud_watcher import DEFAULT_INTERVAL, DEFAULT_REGION, CloudWatcher
+from lab.hclab.vm_cloud import VmCloud
 from lab.hclab.state import LabState, require
 
 DESCRIPTION = """\
@@ -33,6 +34,11 @@ hybridcloud.io/managed-by=hybridcloud.migration, add a kwok node named after its
 the labels node.kubernetes.io/instance-type, topology.kubernetes.io/region and zone, and
 hclab.io/instance-id. When the instance is terminated, its node is removed. Runs until SIGTERM
 or SIGINT; the nodes of running instances stay after it stops.
+
+With --vm-image, a real node instead (lab/hclab/vm_cloud.py): a lab VM boots from that worker
+image root at the instance's private address (sshd, containerd, kubelet; the key of the
+instance's key pair in root's authorized_keys) and joins when the product runs kubeadm join
+there over SSH. The VMs power off when the instance is terminated, or when this stops.
 """
 
 
@@ -108,6 +114,11 @@ def _parser() -> argparse.ArgumentParser:
     p_watch.add_argument("--ec2-endpoint", required=True, metavar="URL", help="the EC2 API, e.g. http://127.0.0.1:5000 (moto_server)")
     p_watch.add_argument("--region", default=DEFAULT_REGION, help=f"the region polled (default: {DEFAULT_REGION})")
     p_watch.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, metavar="SECONDS", help=f"seconds between polls (default: {DEFAULT_INTERVAL:g})")
+    p_watch.add_argument("--vm-image", type=Path, metavar="ROOT",
+                         help="boot a lab VM from this worker image root behind each instance (it joins only when told to), instead of a kwok node")
+    p_watch.add_argument("--vm-disks", type=Path, metavar="DIR", help="where the lab VMs' disks go (default: <state dir>/vms)")
+    p_watch.add_argument("--relay-port", type=int, action="append", default=[], metavar="PORT",
+                         help="a host port on 127.0.0.1 the lab VMs reach at the same address (a storage server's); repeatable")
     return parser
 
 
@@ -129,7 +140,15 @@ def _watch_cloud(directory: Path, args: argparse.Namespace, say: Printer) -> Non
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, stopping)
-    CloudWatcher(directory, args.cluster, args.ec2_endpoint, region=args.region, interval=args.interval, say=say).run(stop)
+    if args.vm_image is None:
+        CloudWatcher(directory, args.cluster, args.ec2_endpoint, region=args.region, interval=args.interval, say=say).run(stop)
+        return
+    cloud = VmCloud(directory, args.cluster, args.ec2_endpoint, image=args.vm_image.resolve(), disks=(args.vm_disks or directory / "vms").resolve(),
+                    relay_ports=tuple(args.relay_port), region=args.region, interval=args.interval, say=say)
+    try:
+        cloud.run(stop)
+    finally:
+        cloud.remove_joined()  # the VMs live in this process: they power off with it
 
 
 def _summary(lab: LabState) -> str:

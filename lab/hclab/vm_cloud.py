@@ -28,17 +28,19 @@ from lab.hclab.state import require
 class VmCloud(CloudWatcher):
     """Polls EC2 like the cloud watcher; boots and powers off lab VMs instead of adding kwok nodes.
 
-    ``vms`` maps instance ids to their running VMs. ``relay_clusters``: the lab clusters whose API
-    server the VMs reach at the same 127.0.0.1 address as the host (default: ``cluster``).
+    ``vms`` maps instance ids to their running VMs; each reaches ``cluster``'s API server at the
+    same 127.0.0.1 address as the host.
+    ``relay_ports``: more host ports the VMs reach at 127.0.0.1 (a storage server's, say).
     """
 
     def __init__(self, directory: Path, cluster: str, endpoint_url: str, *, image: Path, disks: Path,
-                 authorized_keys: str = "", region: str = DEFAULT_REGION, interval: float = DEFAULT_INTERVAL,
-                 say: Callable[[str], None] = print) -> None:
+                 authorized_keys: str = "", relay_ports: tuple[int, ...] = (), region: str = DEFAULT_REGION,
+                 interval: float = DEFAULT_INTERVAL, say: Callable[[str], None] = print) -> None:
         super().__init__(directory, cluster, endpoint_url, region=region, interval=interval, say=say)
         self.image = image
         self.disks = disks
         self.authorized_keys = authorized_keys
+        self.relay_ports = relay_ports
         self.vms: dict[str, LabVM] = {}
         self._addresses: dict[str, str] = {}
         self._keys: dict[str, str] = {}
@@ -77,7 +79,7 @@ class VmCloud(CloudWatcher):
         name = instance.name or instance.instance_id
         api_port = int(require(self.directory).cluster(self.cluster).server.rsplit(":", 1)[1])
         vm = LabVM(name, image=self.image, disk=self.disks / instance.instance_id, address=address,
-                   authorized_keys=self._public_key(self._keys.get(instance.instance_id, "")), relay_ports=(api_port,))
+                   authorized_keys=self._public_key(self._keys.get(instance.instance_id, "")), relay_ports=(api_port, *self.relay_ports))
         self.say(f"vm-cloud: {instance.instance_id} ({instance.state}) boots lab VM {name} at {address}")
         vm.start()
         self.vms[instance.instance_id] = vm

@@ -53,12 +53,25 @@ def ssh_key(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def vm_cloud(lab, moto_server, worker_image, tmp_path) -> Iterator[Any]:
-    with lab.vm_cloud("cloud", moto_server.endpoint_url, image=worker_image, disks=tmp_path / "vms", region=moto_server.region) as cloud:
+def vm_cloud(lab, moto_server, s3_server, worker_image, tmp_path) -> Iterator[Any]:
+    # The VMs reach the storage server at its address, as nodes reach S3.
+    with lab.vm_cloud("cloud", moto_server.endpoint_url, image=worker_image, disks=tmp_path / "vms", relay_ports=(s3_server.port,),
+                      region=moto_server.region) as cloud:
         yield cloud
     api = client.CoreV1Api(lab.api("cloud"))
     for node in api.list_node(label_selector="hybridcloud.io/migrated-from").items:
         api.delete_node(node.metadata.name)
+
+
+def inventory(tmp_path: Path, ssh_key: Path, nodes: dict[str, str] | None = None) -> Path:
+    """The controller, and the group hcm_new_nodes reached over SSH with ``ssh_key`` (``nodes``: name -> address)."""
+    path = tmp_path / f"inventory-{len(nodes or {})}.json"
+    path.write_text(json.dumps({"all": {"children": {"hcm_new_nodes": {
+        "hosts": {name: {"ansible_host": address, "ansible_user": "root"} for name, address in (nodes or {}).items()},
+        "vars": {"ansible_ssh_private_key_file": str(ssh_key), "ansible_python_interpreter": "/usr/bin/python3",
+                 "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}},
+        "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python")}}}}))
+    return path
 
 
 def provision_and_join(lab, moto_server, ssh_key: Path, tmp_path: Path, name: str, run_id: str, **over: Any) -> Run:
@@ -66,11 +79,6 @@ def provision_and_join(lab, moto_server, ssh_key: Path, tmp_path: Path, name: st
     key_name = f"hclab-{run_id}"
     if not ec2.describe_key_pairs(Filters=[{"Name": "key-name", "Values": [key_name]}])["KeyPairs"]:
         ec2.import_key_pair(KeyName=key_name, PublicKeyMaterial=ssh_key.with_suffix(".pub").read_bytes())
-    inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps({"all": {"children": {"hcm_new_nodes": {"vars": {
-        "ansible_ssh_private_key_file": str(ssh_key), "ansible_python_interpreter": "/usr/bin/python3",
-        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}},
-        "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python")}}}}))
     extra = {
         "test_run_id": run_id, "join_node_kubeconfig": str(lab.kubeconfig("cloud")),
         # cgroup v1 here: the kubelet runs with failCgroupV1 false, kubeadm's check must be skipped
@@ -82,7 +90,7 @@ def provision_and_join(lab, moto_server, ssh_key: Path, tmp_path: Path, name: st
         "provision_node_aws_secret_key": "testing", "provision_node_aws_instance_type": "t3.large",
         "provision_node_aws_key_name": key_name, "provision_node_address": "private", "provision_node_ssh_user": "root",
         "provision_node_ssh_timeout": 120, "provision_node_group": "hcm_new_nodes", **over}
-    return run_playbook(PLAYBOOK, inventory=inventory, extra_vars=extra)
+    return run_playbook(PLAYBOOK, inventory=inventory(tmp_path, ssh_key), extra_vars=extra)
 
 
 def counter_pod(name: str, node: str) -> dict[str, Any]:
@@ -140,3 +148,69 @@ def test_a_vm_of_the_target_cloud_is_joined_over_ssh_by_kubeadm_and_runs_pods(la
     assert not [r for r in again.task_results(name) if r.get("changed")], again.output
     assert len([i for r in moto_server.client("ec2").describe_instances(Filters=[{"Name": "tag:Name", "Values": [name]}])["Reservations"]
                 for i in r["Instances"] if i["State"]["Name"] == "running"]) == 1
+
+
+RESTIC_PASSWORD = "lab-vm-restic-password-never-logged"
+ROLE_PLAYBOOK = REPO / "tests/integration/playbooks/role_on_new_nodes.yml"
+CHECKPOINT_RBAC = "hcm-test-node-backup"
+
+
+@pytest.fixture
+def node_backup_rights(lab) -> Iterator[None]:
+    """What node_backup's documentation asks of a site: its nodes may list pods and PVs and create nodes/checkpoint."""
+    rbac = client.RbacAuthorizationV1Api(lab.api("cloud"))
+    rbac.create_cluster_role({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": CHECKPOINT_RBAC},
+                              "rules": [{"apiGroups": [""], "resources": ["pods", "persistentvolumes"], "verbs": ["list"]},
+                                        {"apiGroups": [""], "resources": ["nodes/checkpoint"], "verbs": ["create"]}]})
+    rbac.create_cluster_role_binding({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": CHECKPOINT_RBAC},
+                                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": CHECKPOINT_RBAC},
+                                      "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}]})
+    yield
+    rbac.delete_cluster_role_binding(CHECKPOINT_RBAC)
+    rbac.delete_cluster_role(CHECKPOINT_RBAC)
+
+
+def ssh(ssh_key: Path, address: str, command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ssh", "-i", str(ssh_key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                           f"root@{address}", command], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def unit_command(vm: Any, unit: str) -> str:
+    """The ExecStart= of a unit the role installed in the VM (what its timer would run)."""
+    text = (vm.disk / "upper/etc/systemd/system" / unit).read_text()
+    return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith("ExecStart=")][-1]
+
+
+def test_a_checkpoint_taken_through_one_vms_kubelet_is_restored_by_containerd_on_another(
+        lab, moto_server, s3_server, s3_bucket, vm_cloud, ssh_key, node_backup_rights, tmp_path):
+    run_id = uuid.uuid4().hex[:8]
+    source, target = f"cloud-a-{run_id}", f"cloud-b-{run_id}"
+    for name in (source, target):
+        joined = provision_and_join(lab, moto_server, ssh_key, tmp_path, name, run_id)
+        assert joined.returncode == 0, joined.output
+    vm_a, vm_b = vm_cloud.vm_named(source), vm_cloud.vm_named(target)
+    api = client.CoreV1Api(lab.api("cloud"))
+    namespace = f"state-{run_id}"
+    api.create_namespace({"metadata": {"name": namespace}})
+    pod = counter_pod("counter-0", source)
+    pod["metadata"]["annotations"] = {"backup.hybridcloud.io/checkpoint": "true"}
+    api.create_namespaced_pod(namespace, pod)
+    wait_until("the counter to count to 5", lambda: len(logged_numbers(api, "counter-0", namespace)) >= 5
+               if api.read_namespaced_pod("counter-0", namespace).status.phase == "Running" else False, 90)
+
+    # The node backup agent, installed on the source VM by its role over SSH and run as its timer runs
+    # it: it checkpoints the counter through the VM's kubelet (the kubelet's own client certificate),
+    # backs the archive up with restic and records it in the catalog.
+    s3 = {"node_backup_s3_endpoint_url": s3_server.endpoint_url, "node_backup_s3_region": s3_server.region,
+          "node_backup_s3_bucket": s3_bucket, "node_backup_s3_access_key": s3_server.access_key,
+          "node_backup_s3_secret_key": s3_server.secret_key}
+    installed = run_playbook(ROLE_PLAYBOOK, inventory=inventory(tmp_path, ssh_key, {source: vm_a.address}), extra_vars={
+        "test_role": "node_backup", "node_backup_cluster_name": "cloud", "node_backup_restic_password": RESTIC_PASSWORD,
+        "node_backup_api_server": lab.server("cloud"), "node_backup_manage_service": False, "node_backup_install_packages": False, **s3})
+    assert installed.returncode == 0, installed.output
+    assert s3_server.secret_key not in installed.output and RESTIC_PASSWORD not in installed.output
+    backup = ssh(ssh_key, vm_a.address, unit_command(vm_a, "hcm-node-backup.service"))
+    assert backup.returncode == 0, backup.stderr[-3000:]
+    checkpointed_at = logged_numbers(api, "counter-0", namespace)[-1]
+    print(backup.stderr)
+    pytest.xfail("restore not written yet")
