@@ -17,6 +17,15 @@
   to an OCI layout), its layer compared with the archive byte for byte, and the checkpoint taken
   out of the image is restored with ``criu restore``: the counter goes on from its checkpointed value.
 - The workload patch runs against the lab's real ``cloud`` API server.
+- containerd: a third node has containerd v2.3.7 (lab/build-containerd.sh) with
+  ``enable_experimental_restore_via_create = true``, RUNNING in the node's root (its own mount and
+  pid namespace, /run shared with the playbook's namespace so ctr reaches its socket). The role
+  imports the image into its ``k8s.io`` namespace; the test reads it back with the real ctr as
+  containerd's CRI would: the manifest (the image's top-level blob) carries the annotation, the
+  snapshot of its one layer, viewed as CRImportCheckpoint views it, holds the archive's files byte
+  for byte, and the checkpoint copied out of that view restores with criu (the counter goes on);
+  the CRI took the image into its store (its label and image-id reference). No container is
+  created through the CRI: nothing here runs a kubelet or a pod sandbox.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import uuid
@@ -46,6 +56,8 @@ NODE = "cloud-worker-9"
 CRIO_NODE_PACKAGES = ("python3", "restic", "criu", "buildah", "netavark", "checkpointctl", "mount")
 CRIO_DROP_IN = '[crio.checkpoint_restore]\ncontainer_level_enabled = "checkpoint_restore"\n'
 ANNOTATION = "io.kubernetes.cri-o.annotations.checkpoint.name"
+# containerd 2.2+ looks for checkpointctl's standard name, not CRI-O's.
+CONTAINERD_ANNOTATION = "org.criu.checkpoint.container.name"
 
 ROLE_PLAYBOOK = """
 - name: Restore the checkpoints on the new node
@@ -74,7 +86,11 @@ mount -t proc proc "$root/proc"
 mount --rbind /sys "$root/sys"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs -o mode=1777 tmp "$root/tmp"
-mount -t tmpfs -o mode=755 run "$root/run"
+if [ -n "${NODE_RUN:-}" ]; then  # a /run shared with another namespace of this node (its containerd)
+    mount --bind "$NODE_RUN" "$root/run"
+else
+    mount -t tmpfs -o mode=755 run "$root/run"
+fi
 exec "$@"
 """
 
@@ -93,11 +109,17 @@ echo "final=$(tr '\n' ' ' <"$LOG")"
 """
 
 
-def in_node_namespace(root: Path, playbook: Path, inventory: Path, extra_vars: dict[str, Any], check: bool = False) -> Run:
-    argv = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
-            "sh", "-c", NODE_NAMESPACE, "sh", str(root), str(BIN / "ansible-playbook"), str(playbook), "-i", str(inventory),
-            "-e", json.dumps(extra_vars)] + (["--check"] if check else [])
-    proc = subprocess.run(argv, cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=900, check=False)
+def node_namespace(root: Path, *argv: str) -> list[str]:
+    return ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
+            "sh", "-c", NODE_NAMESPACE, "sh", str(root), *argv]
+
+
+def in_node_namespace(root: Path, playbook: Path, inventory: Path, extra_vars: dict[str, Any], check: bool = False,
+                      run_dir: Path | None = None) -> Run:
+    argv = node_namespace(root, str(BIN / "ansible-playbook"), str(playbook), "-i", str(inventory),
+                          "-e", json.dumps(extra_vars)) + (["--check"] if check else [])
+    env = ansible_env({"NODE_RUN": str(run_dir)} if run_dir else None)
+    proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
     return Run(proc.returncode, proc.stdout, proc.stderr, _parse(proc.stdout))
 
 
@@ -305,6 +327,11 @@ def test_the_checkpoint_becomes_an_image_in_crios_storage_holding_the_archive(cr
     opened = crio_node["root"].parent / "from-image"
     with tarfile.open(fileobj=open_blob(oci, layer["digest"]), mode="r:*") as tar:
         tar.extractall(opened, filter="tar")
+    assert_the_counter_resumes(debian_root, opened)
+
+
+def assert_the_counter_resumes(debian_root: Path, opened: Path) -> None:
+    """criu restores the checkpoint in ``opened`` (an archive's contents) and the counter goes on from its value."""
     # In the root the counter ran and was dumped in: criu restores the very binaries it mapped.
     restored = run_in_root(debian_root, ["sh", "-c", RESTORE_SCRIPT], binds={opened: "/tmp/archive"},
                            env={"LOG": COUNTER_LOG}, timeout=120, check=False)
@@ -565,3 +592,199 @@ def test_the_workload_is_pointed_at_the_image_on_the_new_node_and_two_replicas_a
         assert counter.node_selector == {"kubernetes.io/hostname": NODE}
     finally:
         core.delete_namespace(namespace)
+
+
+# -- (f) containerd: the image in its k8s.io namespace, unpacked ---------------------------------
+
+CONTAINERD_BIN = REPO / ".build/lab/containerd/bin"
+CONTAINERD_CONFIG = "version = 3\n[plugins.'io.containerd.cri.v1.runtime']\n  enable_experimental_restore_via_create = true\n"
+
+
+@pytest.fixture(scope="module")
+def containerd_bin() -> Path:
+    """lab/build-containerd.sh's containerd, shim and ctr (built once per version, then only linked)."""
+    subprocess.run(["bash", str(REPO / "lab/build-containerd.sh")], check=True, timeout=3600, capture_output=True)
+    assert (CONTAINERD_BIN / "containerd").is_file() and (CONTAINERD_BIN / "ctr").is_file()
+    return CONTAINERD_BIN
+
+
+class Ctr:
+    """The real ctr, from the host, on the node's containerd socket, namespace k8s.io."""
+
+    def __init__(self, binary: Path, socket: Path) -> None:
+        self.binary, self.socket = binary, socket
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([str(self.binary), "--address", str(self.socket), "--namespace", "k8s.io", *args],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0 or not check, done.stderr
+        return done
+
+    def blob(self, digest: str) -> bytes:
+        done = subprocess.run([str(self.binary), "--address", str(self.socket), "--namespace", "k8s.io", "content", "get", digest],
+                              capture_output=True, timeout=120, check=True)
+        assert hashlib.sha256(done.stdout).hexdigest() == digest.split(":", 1)[1]
+        return done.stdout
+
+    def images(self) -> dict[str, list[str]]:
+        """``ctr images check``: each image's REF TYPE DIGEST STATUS ... UNPACKED fields, by name."""
+        lines = self.run("images", "check").stdout.splitlines()[1:]
+        return {line.split()[0]: line.split() for line in lines if line.strip()}
+
+
+@pytest.fixture(scope="module")
+def containerd_node(checkpoint: dict[str, Any], s3_server: Any, containerd_bin: Path) -> Iterator[dict[str, Any]]:
+    """A node running containerd 2.3 with restore via create enabled, after the role ran on it (check, first, again)."""
+    workdir = checkpoint["workdir"]
+    root = make_instance(workdir / "containerd-node", CRIO_NODE_PACKAGES)
+    for tool in ("containerd", "containerd-shim-runc-v2", "ctr"):
+        (root / "usr/local/bin" / tool).write_bytes((containerd_bin / tool).read_bytes())
+        (root / "usr/local/bin" / tool).chmod(0o755)
+    (root / "etc/containerd").mkdir(parents=True)
+    (root / "etc/containerd/config.toml").write_text(CONTAINERD_CONFIG)
+    run_dir = workdir / "containerd-run"
+    run_dir.mkdir()
+    log = (workdir / "containerd.log").open("w")
+    daemon = subprocess.Popen(  # pylint: disable=consider-using-with  # stopped below
+        node_namespace(root, "chroot", str(root), "/usr/local/bin/containerd", "--config", "/etc/containerd/config.toml"),
+        env=dict(os.environ, NODE_RUN=str(run_dir)), stdout=log, stderr=subprocess.STDOUT)
+    ctr = Ctr(containerd_bin / "ctr", run_dir / "containerd/containerd.sock")
+    try:
+        wait_until("containerd answers", lambda: daemon.poll() is None and ctr.run("version", check=False).returncode == 0, 30)
+        playbook = workdir / "restore_state.yml"
+        playbook.write_text(ROLE_PLAYBOOK)
+        hosts = inventory(workdir, root)
+        written = [root / "var/lib/hybridcloud-migration", root / "etc/hybridcloud-migration"]
+        checked = in_node_namespace(root, playbook, hosts, settings(checkpoint, s3_server), check=True, run_dir=run_dir)
+        after_check = {"files": sorted(str(p.relative_to(root)) for p in written if p.exists()), "images": ctr.images()}
+        first = in_node_namespace(root, playbook, hosts, settings(checkpoint, s3_server), run_dir=run_dir)
+        again = in_node_namespace(root, playbook, hosts, settings(checkpoint, s3_server), run_dir=run_dir)
+        yield {"root": root, "playbook": playbook, "inventory": hosts, "run_dir": run_dir, "ctr": ctr, "checked": checked,
+               "after_check": after_check, "first": first, "again": again}
+    finally:
+        daemon.kill()  # unshare --kill-child takes containerd and its mounts with it
+        daemon.wait(30)
+        log.close()
+        print((workdir / "containerd.log").read_text()[-3000:])
+
+
+def runtime_said(run: Run) -> dict[str, Any]:
+    [said] = ran(run, "Read the runtime's settings (CRI-O or containerd) and check criu")
+    return said
+
+
+def test_containerd_check_mode_says_what_would_be_imported_and_changes_nothing(containerd_node, checkpoint):
+    checked = containerd_node["checked"]
+    assert checked.returncode == 0, failures(checked) or checked.output[-3000:]
+    said = runtime_said(checked)
+    assert (said["runtime"], said["supported"], said["mode"]) == ("containerd", True, "restore_via_create"), said
+    [counter, web] = results(checked)
+    assert counter["outcome"] == "restored-image" and counter["detail"] == "check mode: the image would be built", counter
+    assert web["outcome"] == "cold-start"
+    assert containerd_node["after_check"] == {"files": [], "images": {}}, containerd_node["after_check"]
+
+
+def test_the_checkpoint_becomes_an_unpacked_image_in_containerds_k8s_io_namespace(containerd_node, checkpoint, debian_root):
+    first, ctr, root = containerd_node["first"], containerd_node["ctr"], containerd_node["root"]
+    assert first.returncode == 0, failures(first) or first.output[-3000:]
+    said = runtime_said(first)
+    assert said["runtime"] == "containerd" and said["sources"] == ["containerd config dump"], said
+    assert said["containerd"]["address"] == "/run/containerd/containerd.sock" and said["containerd"]["ctr"] == "/usr/local/bin/ctr"
+    assert said["containerd"]["snapshotter"] == "overlayfs" and "v2.3.7" in said["containerd"]["version"], said["containerd"]
+    [counter, web] = results(first)
+    assert (counter["outcome"], counter["image"]) == ("restored-image", checkpoint["image"]), counter
+    assert counter["detail"] == "built from " + checkpoint["archive"].name and web["outcome"] == "cold-start"
+    assert len(ran(first, "Import it into containerd, unpacked")) == 1 and first.stats(NODE)["changed"] > 0
+
+    # In containerd's k8s.io namespace under the role's name: complete, unpacked, with the digest the marker records.
+    listed = ctr.images()
+    assert checkpoint["image"] in listed, listed
+    fields = listed[checkpoint["image"]]
+    [marker] = (root / "var/lib/hybridcloud-migration/checkpoints").iterdir()
+    recorded = json.loads(marker.read_text())
+    assert (recorded["runtime"], recorded["snapshot"], recorded["digest"]) == ("containerd", checkpoint["snapshot"], fields[2]), recorded
+    assert fields[3] == "complete" and fields[-1] == "true", fields
+    assert checkpoint["image"] in ctr.run("images", "ls", "-q").stdout.split()
+
+    # What checkIfCheckpointOCIImage reads: the image's top-level blob, as an OCI index, has the annotation.
+    manifest = json.loads(ctr.blob(fields[2]))
+    assert manifest["annotations"][ANNOTATION] == manifest["annotations"][CONTAINERD_ANNOTATION] == "counter", manifest
+    [layer] = manifest["layers"]
+
+    # containerd's CRI took it into its image store (the store CreateContainer resolves the pod's image in): it labels
+    # the image it manages and adds the reference by image id, the config digest, to the same manifest.
+    def cri_has_it() -> bool:
+        listed_now = {line.split()[0]: line for line in ctr.run("images", "ls").stdout.splitlines()[1:] if line.strip()}
+        return ("io.cri-containerd.image=managed" in listed_now.get(checkpoint["image"], "")
+                and fields[2] in listed_now.get(manifest["config"]["digest"], ""))
+    wait_until("containerd's CRI knows the image", cri_has_it, 15)
+
+    in_layer = members(tarfile.open(fileobj=io.BytesIO(ctr.blob(layer["digest"])), mode="r:*"))
+    in_archive = members(tarfile.open(fileobj=io.BytesIO(checkpoint["bytes"]), mode="r:"))
+    assert in_layer == in_archive and len(in_archive) > 5, sorted(set(in_layer) ^ set(in_archive))
+
+    # What CRImportCheckpoint mounts: a View of the snapshot named by the layer's chain id (one layer: its diff id)
+    # in the CRI's snapshotter. Its files are the archive's, byte for byte, spec.dump and checkpoint/ at the root.
+    [diff_id] = json.loads(ctr.blob(manifest["config"]["digest"]))["rootfs"]["diff_ids"]
+    snapshots = ctr.run("snapshots", "--snapshotter", "overlayfs", "ls").stdout
+    assert any(line.split()[:1] == [diff_id] and line.split()[-1] == "Committed" for line in snapshots.splitlines()), snapshots
+    view = ctr.run("snapshots", "--snapshotter", "overlayfs", "view", "--mounts", "hcm-test-view", diff_id).stdout
+    try:
+        [mount] = json.loads(view)
+        assert mount["Type"] == "bind" and mount["Source"].startswith("/var/lib/containerd/"), view  # a path in the node's root
+        viewed = root / mount["Source"].lstrip("/")
+        found = {str(p.relative_to(viewed)): hashlib.sha256(p.read_bytes()).hexdigest() for p in viewed.rglob("*") if p.is_file()}
+        assert found == in_archive, sorted(set(found) ^ set(in_archive))
+        assert {"spec.dump", "config.dump", "checkpoint/pstree.img"} <= set(found)
+        # And it restores: a copy of what the CRI would mount (criu writes its log beside the images).
+        opened = root.parent / "from-containerd"
+        shutil.copytree(viewed, opened)
+    finally:
+        ctr.run("snapshots", "--snapshotter", "overlayfs", "rm", "hcm-test-view")
+    assert_the_counter_resumes(debian_root, opened)
+
+    # buildah's copy was only the workshop; no archive copy or password stays behind.
+    assert checkpoint["image"].split(":")[0] not in buildah(root, "images", "--format", "{{.Name}}")
+    assert not any((root / "var/lib/hybridcloud-migration/checkpoint-work").iterdir())
+    assert not (root / "etc/hybridcloud-migration/restore-state-restic-password").exists()
+
+
+def test_containerd_second_run_imports_nothing_and_a_removed_image_is_imported_again(containerd_node, checkpoint, s3_server):
+    again, ctr = containerd_node["again"], containerd_node["ctr"]
+    assert again.returncode == 0, failures(again) or again.output[-3000:]
+    assert again.stats(NODE)["changed"] == 0, [r["_task"] for r in again.task_results(NODE) if r.get("changed")]
+    assert not ran(again, "Restore the archive with restic") and not ran(again, "Import it into containerd, unpacked")
+    counter = results(again)[0]
+    digest = ctr.images()[checkpoint["image"]][2]
+    assert counter["detail"] == f"built and imported into containerd by an earlier run (digest {digest})", counter
+
+    # The skip trusts containerd, not the marker: with the image gone from containerd, the next run imports it again.
+    ctr.run("images", "rm", "--sync", checkpoint["image"])
+    assert checkpoint["image"] not in ctr.images()
+    back = in_node_namespace(containerd_node["root"], containerd_node["playbook"], containerd_node["inventory"],
+                             settings(checkpoint, s3_server), run_dir=containerd_node["run_dir"])
+    assert back.returncode == 0, failures(back) or back.output[-3000:]
+    assert len(ran(back, "Import it into containerd, unpacked")) == 1
+    fields = ctr.images()[checkpoint["image"]]
+    assert fields[3] == "complete" and fields[-1] == "true", fields
+
+
+def test_checkpoint_runtime_info_reads_containerds_own_view_and_names_a_broken_file(containerd_bin, tmp_path):
+    config = tmp_path / "config.toml"
+    base = {"node": NODE, "crio_config": str(tmp_path / "crio.conf"), "crio_config_dir": str(tmp_path / "crio.conf.d"), "crio_binary": "",
+            "criu_binary": "no-such-criu", "containerd_config": str(config), "containerd_binary": str(containerd_bin / "containerd"),
+            "ctr_binary": str(containerd_bin / "ctr"), "kubelet_config": str(tmp_path / "none"), "kubelet_flags_file": str(tmp_path / "none")}
+    config.write_text("version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  enable_experimental_restore_via_create = false\n")
+    off = run_module("checkpoint_runtime_info", base)
+    assert not off.get("failed") and off["runtime"] == "containerd" and off["supported"] is False and not off["ready"], off
+    assert off["sources"] == ["containerd config dump"] and off["containerd"]["ctr"] == str(containerd_bin / "ctr"), off
+    assert ('set enable_experimental_restore_via_create = true in [plugins."io.containerd.cri.v1.runtime"] of ' + str(config)) in off["reason"]
+    assert "worker_node_container_runtime=containerd" in off["reason"], off["reason"]
+
+    config.write_text(CONTAINERD_CONFIG)  # containerd itself migrates nothing here: version 3, read as version 4
+    on = run_module("checkpoint_runtime_info", base)
+    assert on["ready"] and on["mode"] == "restore_via_create" and "no criu: install criu" in on["reason"], on
+
+    config.write_text("[plugins.'io.containerd.cri.v1.runtime'\n")
+    broken = run_module("checkpoint_runtime_info", base)
+    assert broken.get("failed") and f"{config} is not valid TOML" in broken["msg"] and "Fix:" in broken["msg"], broken
