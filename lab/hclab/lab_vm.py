@@ -203,7 +203,7 @@ class LabVM:
             own = controller / CGROUP_PARENT / self.name
             if not own.is_dir():
                 continue
-            for _ in range(50):  # processes killed a moment ago may still be leaving
+            for _attempt in range(50):  # processes killed a moment ago may still be leaving
                 leftovers = sorted((p for p in own.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
                 try:
                     for path in [*leftovers, own]:
@@ -233,7 +233,7 @@ class LabVM:
     def _accept(self, listener: socket.socket, port: int) -> None:
         while not self._stopping.is_set():
             try:
-                conn, _ = listener.accept()
+                conn, _peer = listener.accept()
             except OSError:
                 return
             threading.Thread(target=_pipe, args=(conn, port), daemon=True).start()
@@ -249,7 +249,7 @@ def _pipe(conn: socket.socket, port: int) -> None:
     pair = {conn: upstream, upstream: conn}
     try:
         while True:
-            readable, _, _ = select.select(list(pair), [], [])
+            readable = select.select(list(pair), [], [])[0]
             for sock in readable:
                 data = sock.recv(65536)
                 if not data:

@@ -25,7 +25,7 @@ K8S_VERSION = "v1.37.2"
 HYPERKUBE = REPO / ".build/lab/bin/hyperkube"
 CONTAINERD_BIN = REPO / ".build/lab/containerd/bin"
 # worker_node's packages, and for a lab VM: sshd (Ansible reaches it) and busybox (the lab's images).
-PACKAGES = ("python3", "python3-apt", "systemd", "openssh-server", "busybox-static", "criu", "runc", "restic", "buildah",
+PACKAGES = ("python3", "python3-apt", "systemd", "openssh-server", "busybox-static", "criu", "runc", "restic", "buildah", "netavark",
             "containernetworking-plugins", "iptables", "conntrack", "socat", "ethtool", "kmod", "procps", "iproute2",
             "ca-certificates", "mount")
 

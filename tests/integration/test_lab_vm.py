@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.helpers.ansible_run import REPO, Run, run_playbook
+from tests.helpers.ansible_run import REPO, Run, run_module, run_playbook
 from tests.helpers.lab_worker_image import build_lab_worker_image
 from tests.helpers.wait import wait_until
 
@@ -93,11 +91,33 @@ def provision_and_join(lab, moto_server, ssh_key: Path, tmp_path: Path, name: st
     return run_playbook(PLAYBOOK, inventory=inventory(tmp_path, ssh_key), extra_vars=extra)
 
 
+# It counts from a random base: a container started afresh would count from another one, so the
+# numbers tell a restored process (it goes on from the checkpointed value) from a cold start.
+COUNTER = "i=$((RANDOM * 100000)); while true; do i=$((i+1)); echo $i; sleep 1; done"
+
+
+def failures(run: Run) -> str:
+    """The failed tasks of every host, with their messages (for assertion messages)."""
+    found = [f"{host} {task['task']['name']}: {result.get('msg', '')} {result.get('stderr', '')}"[:2000]
+             for play in run.report.get("plays", []) for task in play.get("tasks", [])
+             for host, result in task.get("hosts", {}).items() if result.get("failed")]
+    return "\n".join(found) or run.output[-3000:]
+
+
 def counter_pod(name: str, node: str) -> dict[str, Any]:
-    script = "i=0; while true; do i=$((i+1)); echo $i; sleep 1; done"
+    script = COUNTER
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "counter"}},
             "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
                      "containers": [{"name": "counter", "image": BUSYBOX, "imagePullPolicy": "Never", "command": ["/bin/sh", "-c", script]}]}}
+
+
+def counter_deployment(node: str, annotations: dict[str, str]) -> dict[str, Any]:
+    pod = counter_pod("counter", node)
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "counter"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "counter"}},
+                     "template": {"metadata": {"labels": {"app": "counter"}, "annotations": annotations},
+                                  "spec": {**{k: v for k, v in pod["spec"].items() if k != "nodeName"},
+                                           "nodeSelector": {"kubernetes.io/hostname": node}}}}}
 
 
 def logged_numbers(api: client.CoreV1Api, pod: str, namespace: str = "default") -> list[int]:
@@ -138,7 +158,7 @@ def test_a_vm_of_the_target_cloud_is_joined_over_ssh_by_kubeadm_and_runs_pods(la
         wait_until("the counter pod to run", lambda: api.read_namespaced_pod(f"counter-{run_id}", "default").status.phase == "Running", 60)
         wait_until("the counter to count to 3", lambda: len(logged_numbers(api, f"counter-{run_id}")) >= 3, 30)
         numbers = logged_numbers(api, f"counter-{run_id}")
-        assert numbers == list(range(1, len(numbers) + 1))
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
     finally:
         api.delete_namespaced_pod(f"counter-{run_id}", "default", grace_period_seconds=0)
 
@@ -187,16 +207,18 @@ def test_a_checkpoint_taken_through_one_vms_kubelet_is_restored_by_containerd_on
     source, target = f"cloud-a-{run_id}", f"cloud-b-{run_id}"
     for name in (source, target):
         joined = provision_and_join(lab, moto_server, ssh_key, tmp_path, name, run_id)
-        assert joined.returncode == 0, joined.output
+        assert joined.returncode == 0, failures(joined)
     vm_a, vm_b = vm_cloud.vm_named(source), vm_cloud.vm_named(target)
-    api = client.CoreV1Api(lab.api("cloud"))
+    api, apps = client.CoreV1Api(lab.api("cloud")), client.AppsV1Api(lab.api("cloud"))
     namespace = f"state-{run_id}"
     api.create_namespace({"metadata": {"name": namespace}})
-    pod = counter_pod("counter-0", source)
-    pod["metadata"]["annotations"] = {"backup.hybridcloud.io/checkpoint": "true"}
-    api.create_namespaced_pod(namespace, pod)
-    wait_until("the counter to count to 5", lambda: len(logged_numbers(api, "counter-0", namespace)) >= 5
-               if api.read_namespaced_pod("counter-0", namespace).status.phase == "Running" else False, 90)
+    apps.create_namespaced_deployment(namespace, counter_deployment(source, {"backup.hybridcloud.io/checkpoint": "true"}))
+
+    def counting() -> bool:
+        pods = api.list_namespaced_pod(namespace, label_selector="app=counter").items
+        return bool(pods) and pods[0].status.phase == "Running" and len(logged_numbers(api, pods[0].metadata.name, namespace)) >= 5
+    wait_until("the counter to count to 5", counting, 90)
+    source_pod = api.list_namespaced_pod(namespace, label_selector="app=counter").items[0].metadata.name
 
     # The node backup agent, installed on the source VM by its role over SSH and run as its timer runs
     # it: it checkpoints the counter through the VM's kubelet (the kubelet's own client certificate),
@@ -207,10 +229,52 @@ def test_a_checkpoint_taken_through_one_vms_kubelet_is_restored_by_containerd_on
     installed = run_playbook(ROLE_PLAYBOOK, inventory=inventory(tmp_path, ssh_key, {source: vm_a.address}), extra_vars={
         "test_role": "node_backup", "node_backup_cluster_name": "cloud", "node_backup_restic_password": RESTIC_PASSWORD,
         "node_backup_api_server": lab.server("cloud"), "node_backup_manage_service": False, "node_backup_install_packages": False, **s3})
-    assert installed.returncode == 0, installed.output
+    assert installed.returncode == 0, failures(installed)
     assert s3_server.secret_key not in installed.output and RESTIC_PASSWORD not in installed.output
+    counted_before = logged_numbers(api, source_pod, namespace)[-1]
     backup = ssh(ssh_key, vm_a.address, unit_command(vm_a, "hcm-node-backup.service"))
     assert backup.returncode == 0, backup.stderr[-3000:]
-    checkpointed_at = logged_numbers(api, "counter-0", namespace)[-1]
-    print(backup.stderr)
-    pytest.xfail("restore not written yet")
+    counted_after = logged_numbers(api, source_pod, namespace)[-1]
+    assert "checkpointing " + f"{namespace}/{source_pod}/counter through the kubelet" in backup.stderr
+
+    # The source node dies; the plan's item for the checkpoint, as migration_plan makes it.
+    vm_a.stop()
+    storage = {"endpoint_url": s3_server.endpoint_url, "region": s3_server.region, "access_key": s3_server.access_key,
+               "secret_key": s3_server.secret_key}
+    entry = run_module("backup_catalog_info", {"bucket": s3_bucket, "cluster": "cloud", "node": source, **storage})
+    (artifact,) = entry["latest"]["data"]["workload_state"]
+    workload = {"kind": "Deployment", "namespace": namespace, "name": "counter"}
+    item = dict(artifact, target_node=target, workload=workload, container="counter", replicas=1)
+
+    # restore_state on the target VM over SSH: restic -> buildah -> containerd's k8s.io store.
+    restored = run_playbook(ROLE_PLAYBOOK, inventory=inventory(tmp_path, ssh_key, {target: vm_b.address}), extra_vars={
+        "test_role": "restore_state", "restore_state_items": [item], "restore_state_restic_password": RESTIC_PASSWORD,
+        "restore_state_s3_access_key": s3_server.access_key, "restore_state_s3_secret_key": s3_server.secret_key,
+        "restore_state_s3_region": s3_server.region, "restore_state_install_packages": False})
+    assert restored.returncode == 0, failures(restored)
+    assert s3_server.secret_key not in restored.output and RESTIC_PASSWORD not in restored.output
+    image = f"localhost/hcm-checkpoint/{namespace}-{source_pod}-counter:{artifact['details']['snapshot_id'][:12]}"
+    assert image in ssh(ssh_key, vm_b.address, "ctr -n k8s.io images ls -q").stdout
+
+    # The workload on the target, pointed at the image as the state phase does: containerd restores it.
+    apps.delete_namespaced_deployment("counter", namespace)
+    restored_deployment = counter_deployment(target, {})
+    restored_deployment["spec"]["template"]["spec"]["containers"][0].update({"image": image, "imagePullPolicy": "Never"})
+    apps.create_namespaced_deployment(namespace, restored_deployment)
+
+    def restored_pod() -> Any:
+        pods = [p for p in api.list_namespaced_pod(namespace, label_selector="app=counter").items if p.spec.node_name == target]
+        return pods[0] if pods and pods[0].status.phase == "Running" else None
+    wait_until("the restored counter to run on the target VM", restored_pod, 90)
+    pod = restored_pod().metadata.name
+    wait_until("the restored counter to count on", lambda: logged_numbers(api, pod, namespace)[-1] > counted_after + 2, 30)
+    numbers = logged_numbers(api, pod, namespace)
+    # The restored process goes on from its checkpointed value (the log the checkpoint carried may
+    # come first): the last run of consecutive numbers goes through what was counted when the
+    # checkpoint was taken, and on. A cold start would count from another random base.
+    start = len(numbers) - 1
+    while start > 0 and numbers[start - 1] == numbers[start] - 1:
+        start -= 1
+    assert counted_before - 600 < numbers[start] <= counted_after + 1 < numbers[-1], (counted_before, counted_after, numbers)
+    events = api.list_namespaced_event(namespace, field_selector=f"involvedObject.name={pod}").items
+    assert not [e.message for e in events if e.type == "Warning"]

@@ -3,8 +3,9 @@
 # Started by lab_vm.py, already inside the VM's network namespace and cgroups, as:
 #   unshare --mount --pid --uts --ipc --cgroup --fork --kill-child /bin/sh boot.sh IMAGE DISK HOSTNAME INIT CONTROLLERS
 # IMAGE is the worker image's root (read-only here), DISK the VM's own directory: its writes go to
-# DISK/upper (an overlay over IMAGE, like a VM's disk made from an image), containerd's and the
-# kubelet's state to plain directories (overlayfs can't be an overlay's upper layer). Then the
+# DISK/upper (an overlay over IMAGE, like a VM's disk made from an image), the container stores'
+# (containerd's, buildah's) and the kubelet's to plain directories (overlayfs can't be an
+# overlay's upper layer). Then the
 # root is pivoted to, and INIT (lab/hclab/vm/init.py, copied into the disk) runs as PID 1.
 # CONTROLLERS: the host's cgroup v1 controllers, space-separated (the VM's cgroup in each).
 set -eu
@@ -17,12 +18,13 @@ controllers=$5
 root=$disk/root
 
 mount --make-rprivate /
-mkdir -p "$root" "$disk/upper" "$disk/work" "$disk/containerd" "$disk/kubelet" "$disk/pods"
+mkdir -p "$root" "$disk/upper" "$disk/work" "$disk/containerd" "$disk/containers" "$disk/kubelet" "$disk/pods"
 mount -t overlay overlay -o "lowerdir=$image,upperdir=$disk/upper,workdir=$disk/work" "$root"
-for dir in var/lib/containerd var/lib/kubelet var/log/pods; do
+for dir in var/lib/containerd var/lib/containers var/lib/kubelet var/log/pods; do
     mkdir -p "$root/$dir"
 done
 mount --bind "$disk/containerd" "$root/var/lib/containerd"
+mount --bind "$disk/containers" "$root/var/lib/containers"
 mount --bind "$disk/kubelet" "$root/var/lib/kubelet"
 mount --bind "$disk/pods" "$root/var/log/pods"
 

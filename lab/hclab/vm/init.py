@@ -80,7 +80,7 @@ def environment(settings: dict[str, list[str]]) -> dict[str, str]:
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
     for value in settings.get("Environment", []):
         for pair in shlex.split(value):
-            key, _, val = pair.partition("=")
+            key, _sep, val = pair.partition("=")
             env[key] = val
     for value in settings.get("EnvironmentFile", []):
         optional, path = value.startswith("-"), Path(value.lstrip("-"))
@@ -91,7 +91,7 @@ def environment(settings: dict[str, list[str]]) -> dict[str, str]:
         for line in path.read_text().splitlines():
             line = line.strip()
             if line and not line.startswith("#") and "=" in line:
-                key, _, val = line.partition("=")
+                key, _sep, val = line.partition("=")
                 env[key.strip()] = " ".join(shlex.split(val)) if val.strip()[:1] in "\"'" else val.strip()
     return env
 
@@ -195,7 +195,7 @@ def main() -> int:
     # What systemd-sysctl does at boot: the image's /etc/sysctl.d (net.* keys are the VM's own).
     with (LOG_DIR / "sysctl.log").open("a") as out:
         subprocess.run(["sysctl", "--system"], stdout=out, stderr=out, check=False)
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGTERM, lambda *_args: os._exit(0))
     enabled = sorted(p.name for p in WANTS.glob("*.service"))
     order = [u for u in FIRST if u in enabled] + [u for u in enabled if u not in FIRST]
     for name in order:

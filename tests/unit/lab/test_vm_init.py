@@ -32,8 +32,8 @@ def units(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_kubeadms_drop_in_resets_exec_start_and_its_flags_file_is_read_at_each_start(units: Path) -> None:
     (units / "lib/kubelet.service").write_text(KUBELET_UNIT)
     (units / "etc/kubelet.service.d").mkdir()
-    (units / "etc/kubelet.service.d/10-kubeadm.conf").write_text(KUBEADM_DROPIN.replace("/var/lib/kubelet/kubeadm-flags.env", str(units / "flags.env"))
-                                                                   .replace("/etc/default/kubelet", str(units / "default")))
+    dropin = KUBEADM_DROPIN.replace("/var/lib/kubelet/kubeadm-flags.env", str(units / "flags.env"))
+    (units / "etc/kubelet.service.d/10-kubeadm.conf").write_text(dropin.replace("/etc/default/kubelet", str(units / "default")))
     settings = init.read_unit("kubelet.service")
     assert settings["ExecStart"] == ["/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS"]
     assert settings["Restart"] == ["always"] and settings["RestartSec"] == ["10"]
