@@ -69,6 +69,26 @@ def _cgroup_controllers() -> list[str]:
     return sorted(p.name for p in CGROUP_ROOT.iterdir() if p.is_dir() and not p.is_symlink() and p.name != "unified")
 
 
+def remove_stale() -> list[str]:
+    """Remove what lab VMs left when the process that ran them was killed: network namespaces with
+    no process in them (their veth and route go with them) and empty cgroups. Returns the names."""
+    removed = []
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout.split("\n")
+    for name in (line.split()[0] for line in listed if line.startswith("hclab-")):
+        pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, check=False).stdout.strip()
+        if not pids:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+            removed.append(name)
+    for parent in CGROUP_ROOT.glob(f"*/{CGROUP_PARENT}"):
+        for own in [p for p in parent.iterdir() if p.is_dir()]:
+            try:
+                for path in [*sorted((p for p in own.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)), own]:
+                    path.rmdir()
+            except OSError:
+                continue  # still in use: a running VM's
+    return removed
+
+
 class LabVM:
     """One lab VM; ``start`` boots it, ``stop`` powers it off (its disk stays until ``remove``)."""
 

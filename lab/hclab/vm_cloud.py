@@ -15,13 +15,14 @@ its disk removed (its Node, if it joined, stays NotReady, as on a real cloud).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from lab.hclab import LabError
 from lab.hclab.cloud_watcher import DEFAULT_INTERVAL, DEFAULT_REGION, CloudWatcher, Instance
-from lab.hclab.lab_vm import LabVM
+from lab.hclab.lab_vm import LabVM, remove_stale
 from lab.hclab.state import require
 
 
@@ -44,6 +45,12 @@ class VmCloud(CloudWatcher):
         self.vms: dict[str, LabVM] = {}
         self._addresses: dict[str, str] = {}
         self._keys: dict[str, str] = {}
+
+    def run(self, stop: threading.Event) -> None:
+        stale = remove_stale()
+        if stale:
+            self.say(f"vm-cloud: removed what killed lab VMs left: {', '.join(stale)}")
+        super().run(stop)
 
     def instances(self) -> list[Instance]:
         found = super().instances()

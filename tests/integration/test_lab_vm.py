@@ -56,9 +56,16 @@ def vm_cloud(lab, moto_server, s3_server, worker_image, tmp_path) -> Iterator[An
     with lab.vm_cloud("cloud", moto_server.endpoint_url, image=worker_image, disks=tmp_path / "vms", relay_ports=(s3_server.port,),
                       region=moto_server.region) as cloud:
         yield cloud
+        instances = list(cloud.vms)
+    # Leave the shared lab and moto as they were: the instances (a later cloud watcher would make
+    # kwok nodes of running ones), the nodes they made, the test's namespaces.
+    if instances:
+        moto_server.client("ec2").terminate_instances(InstanceIds=instances)
     api = client.CoreV1Api(lab.api("cloud"))
     for node in api.list_node(label_selector="hybridcloud.io/migrated-from").items:
         api.delete_node(node.metadata.name)
+    for namespace in api.list_namespace(label_selector="hcm-test=lab-vm").items:
+        api.delete_namespace(namespace.metadata.name)
 
 
 def inventory(tmp_path: Path, ssh_key: Path, nodes: dict[str, str] | None = None) -> Path:
@@ -211,7 +218,7 @@ def test_a_checkpoint_taken_through_one_vms_kubelet_is_restored_by_containerd_on
     vm_a, vm_b = vm_cloud.vm_named(source), vm_cloud.vm_named(target)
     api, apps = client.CoreV1Api(lab.api("cloud")), client.AppsV1Api(lab.api("cloud"))
     namespace = f"state-{run_id}"
-    api.create_namespace({"metadata": {"name": namespace}})
+    api.create_namespace({"metadata": {"name": namespace, "labels": {"hcm-test": "lab-vm"}}})
     apps.create_namespaced_deployment(namespace, counter_deployment(source, {"backup.hybridcloud.io/checkpoint": "true"}))
 
     def counting() -> bool:
