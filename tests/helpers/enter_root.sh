@@ -20,25 +20,8 @@ mount -t proc -o nosuid,nodev,noexec proc "$root/proc"
 # /sys with its submounts (cgroup hierarchies), which criu inspects; a bare sysfs has none.
 mount --rbind /sys "$root/sys"
 
-# A private /dev with only the usual nodes, never the host's devices.
-mount -t tmpfs -o mode=755,nosuid,size=1m dev "$root/dev"
-for node in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; do
-    name=${node%% *}
-    nums=${node#* }
-    # shellcheck disable=SC2086  # nums is "major minor" on purpose
-    mknod -m 666 "$root/dev/$name" c $nums
-done
-# /dev/net/tun: criu check probes it (and complains when it is missing).
-mkdir -p "$root/dev/net" "$root/dev/pts" "$root/dev/shm"
-mknod -m 666 "$root/dev/net/tun" c 10 200
-# newinstance: ptys opened in the root are not the host's ptys.
-mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$root/dev/pts"
-ln -s pts/ptmx "$root/dev/ptmx"
-mount -t tmpfs -o mode=1777,nosuid,nodev shm "$root/dev/shm"
-ln -s /proc/self/fd "$root/dev/fd"
-ln -s /proc/self/fd/0 "$root/dev/stdin"
-ln -s /proc/self/fd/1 "$root/dev/stdout"
-ln -s /proc/self/fd/2 "$root/dev/stderr"
+# A private /dev with only the usual nodes, never the host's devices (shared with the lab's VMs).
+sh "$(dirname "$0")/../../lab/hclab/vm/dev.sh" "$root"
 
 # Scratch space per call, so commands never write into the cached tree on disk.
 mount -t tmpfs -o mode=1777,nosuid,nodev tmp "$root/tmp"

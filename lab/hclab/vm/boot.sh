@@ -41,21 +41,8 @@ done
 mkdir -p "$root/sys/fs/cgroup/systemd"
 mount -t cgroup -o none,name=systemd cgroup "$root/sys/fs/cgroup/systemd"
 
-mount -t tmpfs -o mode=755,nosuid dev "$root/dev"
-for node in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0" "kmsg 1 11" "console 5 1"; do
-    # shellcheck disable=SC2086  # "name major minor" split on purpose
-    set -- $node
-    mknod -m 666 "$root/dev/$1" c "$2" "$3"
-done
-mkdir -p "$root/dev/net" "$root/dev/pts" "$root/dev/shm"
-mknod -m 666 "$root/dev/net/tun" c 10 200
-mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$root/dev/pts"
-ln -s pts/ptmx "$root/dev/ptmx"
-mount -t tmpfs -o mode=1777,nosuid,nodev shm "$root/dev/shm"
-ln -s /proc/self/fd "$root/dev/fd"
-ln -s /proc/self/fd/0 "$root/dev/stdin"
-ln -s /proc/self/fd/1 "$root/dev/stdout"
-ln -s /proc/self/fd/2 "$root/dev/stderr"
+# A private /dev; kmsg (the kubelet's OOM watcher reads it) and console besides the usual nodes.
+sh "$(dirname "$0")/dev.sh" "$root" kmsg 1 11 console 5 1
 mount -t tmpfs -o mode=1777,nosuid,nodev tmp "$root/tmp"
 mount -t tmpfs -o mode=755,nosuid,nodev run "$root/run"
 
