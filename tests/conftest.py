@@ -32,5 +32,6 @@ pytest_plugins = [
     "tests.helpers.fixtures_services",
     "tests.helpers.fixtures_debian_root",
     "tests.helpers.fixtures_lab",
+    "tests.helpers.lab_vms",
     "tests.helpers.velero",
 ]

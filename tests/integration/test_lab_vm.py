@@ -15,8 +15,6 @@ containerd with runc, their logs read through the API server from the kubelet.
 from __future__ import annotations
 
 import base64
-import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,8 @@ import pytest
 from kubernetes import client
 
 from tests.helpers.ansible_run import REPO, Run, run_module, run_playbook
-from tests.helpers.lab_worker_image import build_lab_worker_image
+from tests.helpers.lab_vms import (ROLE_PLAYBOOK, assert_counts_on, counter_deployment, counter_pod, failures, inventory, logged_numbers,
+                                    node_backup_rights, ssh, unit_command)
 from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -34,26 +33,26 @@ pytestmark = pytest.mark.integration
 PLAYBOOK = REPO / "tests/integration/playbooks/provision_and_join.yml"
 K8S_VERSION = "v1.37.2"
 CONTAINERD_VERSION = "2.3.7"
-BUSYBOX = "hclab.io/busybox:1"
 
 
-@pytest.fixture(scope="module")
-def worker_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The lab's worker image, built once for this module by build_image.yml (target lab)."""
-    return build_lab_worker_image(tmp_path_factory.mktemp("worker-image"))
+RESTIC_PASSWORD = "lab-vm-restic-password-never-logged"
 
 
 @pytest.fixture
-def ssh_key(tmp_path: Path) -> Path:
-    key = tmp_path / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "hclab-test", "-f", str(key)], check=True)
-    return key
+def ssh_key(vm_ssh_key: Path) -> Path:
+    return vm_ssh_key
 
 
 @pytest.fixture
-def vm_cloud(lab, moto_server, s3_server, worker_image, tmp_path) -> Iterator[Any]:
+def backup_rights(lab) -> Iterator[None]:
+    with node_backup_rights(lab.api("cloud")):
+        yield
+
+
+@pytest.fixture
+def vm_cloud(lab, moto_server, s3_server, lab_worker_image, tmp_path) -> Iterator[Any]:
     # The VMs reach the storage server at its address, as nodes reach S3.
-    with lab.vm_cloud("cloud", moto_server.endpoint_url, image=worker_image, disks=tmp_path / "vms", relay_ports=(s3_server.port,),
+    with lab.vm_cloud("cloud", moto_server.endpoint_url, image=lab_worker_image, disks=tmp_path / "vms", relay_ports=(s3_server.port,),
                       region=moto_server.region) as cloud:
         yield cloud
         instances = list(cloud.vms)
@@ -66,17 +65,6 @@ def vm_cloud(lab, moto_server, s3_server, worker_image, tmp_path) -> Iterator[An
         api.delete_node(node.metadata.name)
     for namespace in api.list_namespace(label_selector="hcm-test=lab-vm").items:
         api.delete_namespace(namespace.metadata.name)
-
-
-def inventory(tmp_path: Path, ssh_key: Path, nodes: dict[str, str] | None = None) -> Path:
-    """The controller, and the group hcm_new_nodes reached over SSH with ``ssh_key`` (``nodes``: name -> address)."""
-    path = tmp_path / f"inventory-{len(nodes or {})}.json"
-    path.write_text(json.dumps({"all": {"children": {"hcm_new_nodes": {
-        "hosts": {name: {"ansible_host": address, "ansible_user": "root"} for name, address in (nodes or {}).items()},
-        "vars": {"ansible_ssh_private_key_file": str(ssh_key), "ansible_python_interpreter": "/usr/bin/python3",
-                 "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"}}},
-        "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python")}}}}))
-    return path
 
 
 def provision_and_join(lab, moto_server, ssh_key: Path, tmp_path: Path, name: str, run_id: str, **over: Any) -> Run:
@@ -95,40 +83,7 @@ def provision_and_join(lab, moto_server, ssh_key: Path, tmp_path: Path, name: st
         "provision_node_aws_secret_key": "testing", "provision_node_aws_instance_type": "t3.large",
         "provision_node_aws_key_name": key_name, "provision_node_address": "private", "provision_node_ssh_user": "root",
         "provision_node_ssh_timeout": 120, "provision_node_group": "hcm_new_nodes", **over}
-    return run_playbook(PLAYBOOK, inventory=inventory(tmp_path, ssh_key), extra_vars=extra)
-
-
-# It counts from a random base: a container started afresh would count from another one, so the
-# numbers tell a restored process (it goes on from the checkpointed value) from a cold start.
-COUNTER = "i=$((RANDOM * 100000)); while true; do i=$((i+1)); echo $i; sleep 1; done"
-
-
-def failures(run: Run) -> str:
-    """The failed tasks of every host, with their messages (for assertion messages)."""
-    found = [f"{host} {task['task']['name']}: {result.get('msg', '')} {result.get('stderr', '')}"[:2000]
-             for play in run.report.get("plays", []) for task in play.get("tasks", [])
-             for host, result in task.get("hosts", {}).items() if result.get("failed")]
-    return "\n".join(found) or run.output[-3000:]
-
-
-def counter_pod(name: str, node: str) -> dict[str, Any]:
-    script = COUNTER
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "counter"}},
-            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
-                     "containers": [{"name": "counter", "image": BUSYBOX, "imagePullPolicy": "Never", "command": ["/bin/sh", "-c", script]}]}}
-
-
-def counter_deployment(node: str, annotations: dict[str, str]) -> dict[str, Any]:
-    pod = counter_pod("counter", node)
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "counter"},
-            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "counter"}},
-                     "template": {"metadata": {"labels": {"app": "counter"}, "annotations": annotations},
-                                  "spec": {**{k: v for k, v in pod["spec"].items() if k != "nodeName"},
-                                           "nodeSelector": {"kubernetes.io/hostname": node}}}}}
-
-
-def logged_numbers(api: client.CoreV1Api, pod: str, namespace: str = "default") -> list[int]:
-    return [int(x) for x in api.read_namespaced_pod_log(pod, namespace, _request_timeout=10).split()]
+    return run_playbook(PLAYBOOK, inventory=inventory(tmp_path / "inventory.json", ssh_key), extra_vars=extra)
 
 
 def test_a_vm_of_the_target_cloud_is_joined_over_ssh_by_kubeadm_and_runs_pods(lab, moto_server, vm_cloud, ssh_key, tmp_path):
@@ -177,39 +132,8 @@ def test_a_vm_of_the_target_cloud_is_joined_over_ssh_by_kubeadm_and_runs_pods(la
                 for i in r["Instances"] if i["State"]["Name"] == "running"]) == 1
 
 
-RESTIC_PASSWORD = "lab-vm-restic-password-never-logged"
-ROLE_PLAYBOOK = REPO / "tests/integration/playbooks/role_on_new_nodes.yml"
-CHECKPOINT_RBAC = "hcm-test-node-backup"
-
-
-@pytest.fixture
-def node_backup_rights(lab) -> Iterator[None]:
-    """What node_backup's documentation asks of a site: its nodes may list pods and PVs and create nodes/checkpoint."""
-    rbac = client.RbacAuthorizationV1Api(lab.api("cloud"))
-    rbac.create_cluster_role({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": CHECKPOINT_RBAC},
-                              "rules": [{"apiGroups": [""], "resources": ["pods", "persistentvolumes"], "verbs": ["list"]},
-                                        {"apiGroups": [""], "resources": ["nodes/checkpoint"], "verbs": ["create"]}]})
-    rbac.create_cluster_role_binding({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": CHECKPOINT_RBAC},
-                                      "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": CHECKPOINT_RBAC},
-                                      "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}]})
-    yield
-    rbac.delete_cluster_role_binding(CHECKPOINT_RBAC)
-    rbac.delete_cluster_role(CHECKPOINT_RBAC)
-
-
-def ssh(ssh_key: Path, address: str, command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ssh", "-i", str(ssh_key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                           f"root@{address}", command], capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def unit_command(vm: Any, unit: str) -> str:
-    """The ExecStart= of a unit the role installed in the VM (what its timer would run)."""
-    text = (vm.disk / "upper/etc/systemd/system" / unit).read_text()
-    return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith("ExecStart=")][-1]
-
-
 def test_a_checkpoint_taken_through_one_vms_kubelet_is_restored_by_containerd_on_another(
-        lab, moto_server, s3_server, s3_bucket, vm_cloud, ssh_key, node_backup_rights, tmp_path):
+        lab, moto_server, s3_server, s3_bucket, vm_cloud, ssh_key, backup_rights, tmp_path):
     run_id = uuid.uuid4().hex[:8]
     source, target = f"cloud-a-{run_id}", f"cloud-b-{run_id}"
     for name in (source, target):
@@ -233,7 +157,7 @@ def test_a_checkpoint_taken_through_one_vms_kubelet_is_restored_by_containerd_on
     s3 = {"node_backup_s3_endpoint_url": s3_server.endpoint_url, "node_backup_s3_region": s3_server.region,
           "node_backup_s3_bucket": s3_bucket, "node_backup_s3_access_key": s3_server.access_key,
           "node_backup_s3_secret_key": s3_server.secret_key}
-    installed = run_playbook(ROLE_PLAYBOOK, inventory=inventory(tmp_path, ssh_key, {source: vm_a.address}), extra_vars={
+    installed = run_playbook(ROLE_PLAYBOOK, inventory=inventory(tmp_path / "source.json", ssh_key, {source: vm_a.address}), extra_vars={
         "test_role": "node_backup", "node_backup_cluster_name": "cloud", "node_backup_restic_password": RESTIC_PASSWORD,
         "node_backup_api_server": lab.server("cloud"), "node_backup_manage_service": False, "node_backup_install_packages": False, **s3})
     assert installed.returncode == 0, failures(installed)
@@ -254,7 +178,7 @@ def test_a_checkpoint_taken_through_one_vms_kubelet_is_restored_by_containerd_on
     item = dict(artifact, target_node=target, workload=workload, container="counter", replicas=1)
 
     # restore_state on the target VM over SSH: restic -> buildah -> containerd's k8s.io store.
-    restored = run_playbook(ROLE_PLAYBOOK, inventory=inventory(tmp_path, ssh_key, {target: vm_b.address}), extra_vars={
+    restored = run_playbook(ROLE_PLAYBOOK, inventory=inventory(tmp_path / "target.json", ssh_key, {target: vm_b.address}), extra_vars={
         "test_role": "restore_state", "restore_state_items": [item], "restore_state_restic_password": RESTIC_PASSWORD,
         "restore_state_s3_access_key": s3_server.access_key, "restore_state_s3_secret_key": s3_server.secret_key,
         "restore_state_s3_region": s3_server.region, "restore_state_install_packages": False})
@@ -275,13 +199,6 @@ def test_a_checkpoint_taken_through_one_vms_kubelet_is_restored_by_containerd_on
     wait_until("the restored counter to run on the target VM", restored_pod, 90)
     pod = restored_pod().metadata.name
     wait_until("the restored counter to count on", lambda: logged_numbers(api, pod, namespace)[-1] > counted_after + 2, 30)
-    numbers = logged_numbers(api, pod, namespace)
-    # The restored process goes on from its checkpointed value (the log the checkpoint carried may
-    # come first): the last run of consecutive numbers goes through what was counted when the
-    # checkpoint was taken, and on. A cold start would count from another random base.
-    start = len(numbers) - 1
-    while start > 0 and numbers[start - 1] == numbers[start] - 1:
-        start -= 1
-    assert counted_before - 600 < numbers[start] <= counted_after + 1 < numbers[-1], (counted_before, counted_after, numbers)
+    assert_counts_on(logged_numbers(api, pod, namespace), counted_before, counted_after)
     events = api.list_namespaced_event(namespace, field_selector=f"involvedObject.name={pod}").items
     assert not [e.message for e in events if e.type == "Warning"]
