@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from tests.helpers.ansible_run import REPO, run_playbook
+from tests.helpers.ansible_run import REPO, Run, run_playbook
 from tests.helpers.lab_vms import assert_counts_on, failures, logged_numbers
 from tests.helpers.real_site import DATA_PATH, NS, RESTIC_PASSWORD, RealSite, real_failed_site, sha256_of
 from tests.helpers.wait import wait_until
@@ -25,6 +25,11 @@ from tests.helpers.wait import wait_until
 pytestmark = pytest.mark.integration
 
 NEW_NODE = "cloud-real-1"
+
+
+def changed_tasks(run: Run) -> list[str]:
+    return [f"{host}: {task['task']['name']}" for play in run.report.get("plays", []) for task in play.get("tasks", [])
+            for host, result in task.get("hosts", {}).items() if result.get("changed")]
 
 
 @pytest.fixture
@@ -65,6 +70,13 @@ def test_a_dead_real_nodes_workloads_come_back_on_a_real_node_with_data_and_memo
             counter = core.list_namespaced_pod(NS, label_selector="app=counter").items[0].metadata.name
             wait_until("the counter to count on", lambda: logged_numbers(core, counter, NS)[-1] > site.counted[1] + 2, 60)
             assert_counts_on(logged_numbers(core, counter, NS), *site.counted)
+
+            # A second run finds everything done: the same VM, no second join, nothing changed.
+            again = run_playbook(REPO / "playbooks/migrate.yml", inventory=site.inventory, extra_vars={
+                "hcm_failed_node": site.failed, "hcm_new_node_name": NEW_NODE, "hcm_report_dir": str(tmp_path / "report")})
+            assert again.returncode == 0, failures(again)
+            assert again.stats("lab-cloud")["changed"] == 0 and again.stats(NEW_NODE)["changed"] == 0, changed_tasks(again)
+            assert len(cloud.vms) == 1
         finally:
             instances = list(cloud.vms)
     if instances:
