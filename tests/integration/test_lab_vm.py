@@ -24,8 +24,9 @@ import pytest
 from kubernetes import client
 
 from tests.helpers.ansible_run import REPO, Run, run_module, run_playbook
-from tests.helpers.lab_vms import (ROLE_PLAYBOOK, assert_counts_on, counter_deployment, counter_pod, failures, inventory, logged_numbers,
-                                    node_backup_rights, ssh, unit_command)
+from tests.helpers.lab_vms import (
+    ROLE_PLAYBOOK, assert_counts_on, counter_deployment, counter_pod, failures, inventory, logged_numbers, node_backup_rights, ssh, unit_command,
+)
 from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.integration
