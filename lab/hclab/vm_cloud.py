@@ -32,16 +32,19 @@ class VmCloud(CloudWatcher):
     ``vms`` maps instance ids to their running VMs; each reaches ``cluster``'s API server at the
     same 127.0.0.1 address as the host.
     ``relay_ports``: more host ports the VMs reach at 127.0.0.1 (a storage server's, say).
+    ``name_prefixes``: boot VMs only for instances whose Name starts with one of them (a test's own,
+    in a moto that other tests share); empty for every managed instance.
     """
 
     def __init__(self, directory: Path, cluster: str, endpoint_url: str, *, image: Path, disks: Path,
-                 authorized_keys: str = "", relay_ports: tuple[int, ...] = (), region: str = DEFAULT_REGION,
-                 interval: float = DEFAULT_INTERVAL, say: Callable[[str], None] = print) -> None:
+                 authorized_keys: str = "", relay_ports: tuple[int, ...] = (), name_prefixes: tuple[str, ...] = (),
+                 region: str = DEFAULT_REGION, interval: float = DEFAULT_INTERVAL, say: Callable[[str], None] = print) -> None:
         super().__init__(directory, cluster, endpoint_url, region=region, interval=interval, say=say)
         self.image = image
         self.disks = disks
         self.authorized_keys = authorized_keys
         self.relay_ports = relay_ports
+        self.name_prefixes = name_prefixes
         self.vms: dict[str, LabVM] = {}
         self._addresses: dict[str, str] = {}
         self._keys: dict[str, str] = {}
@@ -77,7 +80,7 @@ class VmCloud(CloudWatcher):
 
     def _join(self, instance: Instance, nodes: list[str]) -> None:
         del nodes  # the VM joins only when the product joins it
-        if instance.instance_id in self.vms:
+        if instance.instance_id in self.vms or (self.name_prefixes and not instance.name.startswith(self.name_prefixes)):
             return
         address = self._addresses.get(instance.instance_id, "")
         if not address:

@@ -101,11 +101,12 @@ class Lab:
 
     @contextlib.contextmanager
     def vm_cloud(self, cluster: str, endpoint_url: str, *, image: Path, disks: Path, authorized_keys: str = "",
-                 relay_ports: tuple[int, ...] = (), region: str = "us-east-1", interval: float = 0.5) -> Iterator[VmCloud]:
+                 relay_ports: tuple[int, ...] = (), name_prefixes: tuple[str, ...] = (), region: str = "us-east-1",
+                 interval: float = 0.5) -> Iterator[VmCloud]:
         """Boot a lab VM from ``image`` behind every managed instance of moto (lab/hclab/vm_cloud.py),
         in a thread; on exit every VM is powered off and its disk removed."""
         cloud = VmCloud(self.state_dir, cluster, endpoint_url, image=image, disks=disks, authorized_keys=authorized_keys,
-                        relay_ports=relay_ports, region=region, interval=interval, say=lambda line: print(line, flush=True))
+                        relay_ports=relay_ports, name_prefixes=name_prefixes, region=region, interval=interval, say=lambda line: print(line, flush=True))
         with self._watching(cloud, cluster, True):
             yield cloud
 

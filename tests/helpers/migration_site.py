@@ -122,24 +122,57 @@ def node_agent_backup(lab: Lab, s3_server: S3Server, bucket: str, restic: str, f
         kubelet.stop()
 
 
+def site_vars(lab: Lab, s3_server: S3Server, bucket: str, restic_password: str) -> dict[str, Any]:
+    """The inventory's ``all`` vars of a migration from onprem: the catalog's storage, the source cluster."""
+    return {"hcm_cluster_name": "onprem", "hcm_s3_endpoint_url": s3_server.endpoint_url, "hcm_s3_region": s3_server.region,
+            "hcm_s3_bucket": bucket, "hcm_s3_access_key": s3_server.access_key, "hcm_s3_secret_key": s3_server.secret_key,
+            "hcm_restic_password": restic_password, "hcm_backup_max_age": "1d", "hcm_source_kubeconfig": str(lab.kubeconfig("onprem"))}
+
+
+def target_site_vars(lab: Lab, moto_server: MotoServer) -> dict[str, Any]:
+    """The target site host's vars: the cloud cluster, reached through moto's EC2 API."""
+    return {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+            "hcm_target_cloud": "aws", "hcm_target_region": moto_server.region, "hcm_target_cluster_name": "cloud",
+            "hcm_target_kubeconfig": str(lab.kubeconfig("cloud")), "provision_node_aws_endpoint_url": moto_server.endpoint_url,
+            "provision_node_aws_access_key": "testing", "provision_node_aws_secret_key": "testing", "provision_node_aws_instance_type": "t3.large"}
+
+
 def _inventory(lab: Lab, s3_server: S3Server, moto_server: MotoServer, bucket: str, new_node: str, new_root: Path) -> dict[str, Any]:
     return {"all": {
-        "vars": {"hcm_cluster_name": "onprem", "hcm_s3_endpoint_url": s3_server.endpoint_url, "hcm_s3_region": s3_server.region,
-                 "hcm_s3_bucket": bucket, "hcm_s3_access_key": s3_server.access_key, "hcm_s3_secret_key": s3_server.secret_key,
-                 "hcm_restic_password": RESTIC_PASSWORD, "hcm_backup_max_age": "1d", "hcm_source_kubeconfig": str(lab.kubeconfig("onprem"))},
+        "vars": site_vars(lab, s3_server, bucket, RESTIC_PASSWORD),
         "children": {
             "target_cloud": {"hosts": {TARGET_SITE: {
-                "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-                "hcm_target_cloud": "aws", "hcm_target_region": moto_server.region, "hcm_target_cluster_name": "cloud",
-                "hcm_target_kubeconfig": str(lab.kubeconfig("cloud")), "hcm_join_method": "external",
-                "provision_node_aws_endpoint_url": moto_server.endpoint_url, "provision_node_aws_access_key": "testing",
-                "provision_node_aws_secret_key": "testing", "provision_node_address": "inventory", "provision_node_ssh_wait": False,
-                "provision_node_aws_instance_type": "t3.large"}}},
+                **target_site_vars(lab, moto_server), "hcm_join_method": "external",
+                "provision_node_address": "inventory", "provision_node_ssh_wait": False}}},
             # How the controller reaches the new VM's disk here (see the module docstring).
             "hcm_new_nodes": {"hosts": {new_node: {
                 "ansible_connection": "community.general.chroot", "ansible_host": str(new_root),
                 "ansible_python_interpreter": "/usr/bin/python3", "restore_data_install_packages": False}}},
         }}}
+
+
+def velero_backup(lab: Lab, velero_server: VeleroServer, s3: dict[str, str], bucket: str, name: str) -> None:
+    """Velero on onprem (the velero role, then the server), a backup of its schedule, recorded by velero_catalog."""
+    velero_server.start_in_background()
+    installed = run_playbook(REPO / "tests/integration/playbooks/velero.yml", extra_vars={
+        "velero_kubeconfig": str(lab.kubeconfig("onprem")), "velero_deploy_server": False, "velero_s3_bucket": bucket,
+        "velero_s3_endpoint_url": s3["endpoint_url"], "velero_s3_region": s3["region"], "velero_s3_access_key": s3["access_key"],
+        "velero_s3_secret_key": s3["secret_key"], "velero_schedules": [{"name": "resources"}]})
+    if installed.returncode != 0:
+        raise RuntimeError(installed.output[-3000:])
+    velero_server.join_start()
+    velero_server.cli("backup", "create", name, "--from-schedule", "resources", "--wait")
+    if run_module("velero_catalog", {**s3, "bucket": bucket, "cluster": "onprem"}).get("failed"):
+        raise RuntimeError("velero_catalog failed")
+
+
+def record_worker_image(moto_server: MotoServer, s3: dict[str, str], bucket: str) -> None:
+    """moto's first AMI, recorded as the worker image of the cluster ``cloud`` (what build_image.yml records)."""
+    image = moto_server.client("ec2").describe_images()["Images"][0]["ImageId"]
+    if run_module("backup_catalog", {**s3, "bucket": bucket, "cluster": "cloud", "node": "_images", "data": {"image": [{
+            "name": f"aws/{moto_server.region}/v1.37.2", "location": f"aws://{moto_server.region}/{image}", "size": 0,
+            "details": {"cloud": "aws", "region": moto_server.region, "image_id": image, "kubernetes_version": "v1.37.2"}}]}}).get("failed"):
+        raise RuntimeError("recording the worker image failed")
 
 
 @contextlib.contextmanager
@@ -161,25 +194,11 @@ def failed_site(lab: Lab, s3_server: S3Server, moto_server: MotoServer, velero_s
         say(f"onprem: deploying the demo shop on {failed}")
         seed(lab, failed, str(data))
         say("onprem: installing Velero with the velero role, then a backup of its schedule, recorded in the catalog")
-        velero_server.start_in_background()
-        installed = run_playbook(REPO / "tests/integration/playbooks/velero.yml", extra_vars={
-            "velero_kubeconfig": str(lab.kubeconfig("onprem")), "velero_deploy_server": False, "velero_s3_bucket": bucket,
-            "velero_s3_endpoint_url": s3["endpoint_url"], "velero_s3_region": s3["region"], "velero_s3_access_key": s3["access_key"],
-            "velero_s3_secret_key": s3["secret_key"], "velero_schedules": [{"name": "resources"}]})
-        if installed.returncode != 0:
-            raise RuntimeError(installed.output[-3000:])
-        velero_server.join_start()
-        velero_server.cli("backup", "create", f"before-failure-{bucket[-8:]}", "--from-schedule", "resources", "--wait")
-        if run_module("velero_catalog", {**s3, "bucket": bucket, "cluster": "onprem"}).get("failed"):
-            raise RuntimeError("velero_catalog failed")
+        velero_backup(lab, velero_server, s3, bucket, f"before-failure-{bucket[-8:]}")
         say(f"onprem: the node backup agent on {failed}: a restic snapshot of its local volume and a checkpoint of the counter")
         with node_agent_backup(lab, s3_server, bucket, str(new_root / "usr/bin/restic"), failed, workdir / "node-agent"):
             pass  # the counter (its memory) dies with the node
-        image = moto_server.client("ec2").describe_images()["Images"][0]["ImageId"]
-        if run_module("backup_catalog", {**s3, "bucket": bucket, "cluster": "cloud", "node": "_images", "data": {"image": [{
-                "name": f"aws/{moto_server.region}/v1.37.2", "location": f"aws://{moto_server.region}/{image}", "size": 0,
-                "details": {"cloud": "aws", "region": moto_server.region, "image_id": image, "kubernetes_version": "v1.37.2"}}]}}).get("failed"):
-            raise RuntimeError("recording the worker image failed")
+        record_worker_image(moto_server, s3, bucket)
         say(f"onprem: {failed} fails (its kubelet stops answering)")
         lab.fail_node("onprem", failed, wait=True)
         node_failed = True

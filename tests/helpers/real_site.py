@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from lab.hclab.lab_vm import LabVM
-from tests.helpers.ansible_run import REPO, run_module, run_playbook
+from tests.helpers.ansible_run import REPO, run_playbook
 from tests.helpers.fixtures_lab import Lab
 from tests.helpers.lab_vms import BUSYBOX, COUNTER, ROLE_PLAYBOOK, failures, inventory, logged_numbers, node_backup_rights, ssh, ssh_vars, unit_command
+from tests.helpers.migration_site import TARGET_SITE, record_worker_image, site_vars, target_site_vars, velero_backup
 from tests.helpers.services import MotoServer, S3Server
 from tests.helpers.velero import VeleroServer, remove_namespace, remove_velero
 from tests.helpers.wait import wait_until
@@ -32,7 +33,6 @@ FAILED = "onprem-vm-1"
 FAILED_ADDRESS = "10.99.0.11"
 DATA_PATH = "/var/lib/real-shop/db"
 RESTIC_PASSWORD = "real-site-restic-password-never-logged"
-TARGET_SITE = "lab-cloud"
 CHECKPOINT_ANNOTATION = "backup.hybridcloud.io/checkpoint"
 
 
@@ -118,18 +118,11 @@ def _backup(lab: Lab, vm: LabVM, s3_server: S3Server, bucket: str, ssh_key: Path
 
 def _inventory(lab: Lab, s3_server: S3Server, moto_server: MotoServer, bucket: str, ssh_key: Path, key_name: str) -> dict[str, Any]:
     return {"all": {
-        "vars": {"hcm_cluster_name": "onprem", "hcm_s3_endpoint_url": s3_server.endpoint_url, "hcm_s3_region": s3_server.region,
-                 "hcm_s3_bucket": bucket, "hcm_s3_access_key": s3_server.access_key, "hcm_s3_secret_key": s3_server.secret_key,
-                 "hcm_restic_password": RESTIC_PASSWORD, "hcm_backup_max_age": "1d", "hcm_source_kubeconfig": str(lab.kubeconfig("onprem"))},
+        "vars": site_vars(lab, s3_server, bucket, RESTIC_PASSWORD),
         "children": {
             "target_cloud": {"hosts": {TARGET_SITE: {
-                "ansible_connection": "local", "ansible_python_interpreter": str(REPO / ".venv/bin/python"),
-                "hcm_target_cloud": "aws", "hcm_target_region": moto_server.region, "hcm_target_cluster_name": "cloud",
-                "hcm_target_kubeconfig": str(lab.kubeconfig("cloud")), "hcm_join_method": "kubeadm",
-                "provision_node_aws_endpoint_url": moto_server.endpoint_url, "provision_node_aws_access_key": "testing",
-                "provision_node_aws_secret_key": "testing", "provision_node_aws_instance_type": "t3.large",
-                "provision_node_aws_key_name": key_name, "provision_node_address": "private", "provision_node_ssh_user": "root",
-                "provision_node_ssh_timeout": 120}}},
+                **target_site_vars(lab, moto_server), "hcm_join_method": "kubeadm", "provision_node_aws_key_name": key_name,
+                "provision_node_address": "private", "provision_node_ssh_user": "root", "provision_node_ssh_timeout": 120}}},
             # The new VM is added by provision_node; these say how to reach it and what the lab needs.
             "hcm_new_nodes": {"vars": {**ssh_vars(ssh_key), "restore_data_install_packages": False,
                                        "restore_state_install_packages": False,
@@ -153,23 +146,9 @@ def real_failed_site(lab: Lab, s3_server: S3Server, moto_server: MotoServer, vel
         vm.wait_ssh()
         _join_onprem(lab, vm, ssh_key, workdir)
         data = _seed(lab, ssh_key)
-        velero_server.start_in_background()
-        installed = run_playbook(REPO / "tests/integration/playbooks/velero.yml", extra_vars={
-            "velero_kubeconfig": str(lab.kubeconfig("onprem")), "velero_deploy_server": False, "velero_s3_bucket": bucket,
-            "velero_s3_endpoint_url": s3["endpoint_url"], "velero_s3_region": s3["region"], "velero_s3_access_key": s3["access_key"],
-            "velero_s3_secret_key": s3["secret_key"], "velero_schedules": [{"name": "resources"}]})
-        if installed.returncode != 0:
-            raise RuntimeError(installed.output[-3000:])
-        velero_server.join_start()
-        velero_server.cli("backup", "create", f"real-{bucket[-8:]}", "--from-schedule", "resources", "--wait")
-        if run_module("velero_catalog", {**s3, "bucket": bucket, "cluster": "onprem"}).get("failed"):
-            raise RuntimeError("velero_catalog failed")
+        velero_backup(lab, velero_server, s3, bucket, f"real-{bucket[-8:]}")
         counted = _backup(lab, vm, s3_server, bucket, ssh_key, workdir)
-        image_id = moto_server.client("ec2").describe_images()["Images"][0]["ImageId"]
-        if run_module("backup_catalog", {**s3, "bucket": bucket, "cluster": "cloud", "node": "_images", "data": {"image": [{
-                "name": f"aws/{moto_server.region}/v1.37.2", "location": f"aws://{moto_server.region}/{image_id}", "size": 0,
-                "details": {"cloud": "aws", "region": moto_server.region, "image_id": image_id, "kubernetes_version": "v1.37.2"}}]}}).get("failed"):
-            raise RuntimeError("recording the worker image failed")
+        record_worker_image(moto_server, s3, bucket)
         vm.stop()  # the node dies: its kubelet stops, its pods' memory is gone
         core = client.CoreV1Api(lab.api("onprem"))
         wait_until(f"{FAILED} to be NotReady", lambda: [c.status for c in core.read_node(FAILED).status.conditions if c.type == "Ready"] != ["True"], 120)

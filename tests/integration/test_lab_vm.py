@@ -54,7 +54,7 @@ def backup_rights(lab) -> Iterator[None]:
 def vm_cloud(lab, moto_server, s3_server, lab_worker_image, tmp_path) -> Iterator[Any]:
     # The VMs reach the storage server at its address, as nodes reach S3.
     with lab.vm_cloud("cloud", moto_server.endpoint_url, image=lab_worker_image, disks=tmp_path / "vms", relay_ports=(s3_server.port,),
-                      region=moto_server.region) as cloud:
+                      name_prefixes=("cloud-vm-", "cloud-a-", "cloud-b-"), region=moto_server.region) as cloud:
         yield cloud
         instances = list(cloud.vms)
     # Leave the shared lab and moto as they were: the instances (a later cloud watcher would make

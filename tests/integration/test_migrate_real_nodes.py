@@ -41,7 +41,7 @@ def site(lab, s3_server, moto_server, velero_server, lab_worker_image, vm_ssh_ke
 def test_a_dead_real_nodes_workloads_come_back_on_a_real_node_with_data_and_memory(lab, site, moto_server, s3_server, lab_worker_image,
                                                                                    vm_ssh_key, tmp_path):
     with lab.vm_cloud("cloud", moto_server.endpoint_url, image=lab_worker_image, disks=tmp_path / "vms", relay_ports=(s3_server.port,),
-                      region=moto_server.region) as cloud:
+                      name_prefixes=(NEW_NODE,), region=moto_server.region) as cloud:
         try:
             ran = run_playbook(REPO / "playbooks/migrate.yml", inventory=site.inventory, extra_vars={
                 "hcm_failed_node": site.failed, "hcm_new_node_name": NEW_NODE, "hcm_report_dir": str(tmp_path / "report")})
@@ -76,7 +76,8 @@ def test_a_dead_real_nodes_workloads_come_back_on_a_real_node_with_data_and_memo
                 "hcm_failed_node": site.failed, "hcm_new_node_name": NEW_NODE, "hcm_report_dir": str(tmp_path / "report")})
             assert again.returncode == 0, failures(again)
             assert again.stats("lab-cloud")["changed"] == 0 and again.stats(NEW_NODE)["changed"] == 0, changed_tasks(again)
-            assert len(cloud.vms) == 1
+            named = moto_server.client("ec2").describe_instances(Filters=[{"Name": "tag:Name", "Values": [NEW_NODE]}])["Reservations"]
+            assert sum(len(r["Instances"]) for r in named) == 1 and len(cloud.vms) == 1
         finally:
             instances = list(cloud.vms)
     if instances:
