@@ -359,6 +359,14 @@ def tool_version(root: pathlib.Path, argv: list[str]) -> str:
     return match.group(0) if match else "?"
 
 
+def publish(text: str, record: bool) -> None:
+    """Print the results; with ``record``, append them to benchmarks/results.md (every benchmark does)."""
+    print(text)
+    if record:
+        with open(REPO / "benchmarks" / "results.md", "a", encoding="utf-8") as out:
+            out.write(text)
+
+
 def load_average() -> str:
     return pathlib.Path("/proc/loadavg").read_text(encoding="utf-8").split()[0]
 
@@ -443,10 +451,7 @@ def main() -> None:
             for size in sizes:
                 measure(size, standin, server, root, restic, args.runs, args.pause, scratch)
     text = report(sizes, args.runs, args.pause, versions, "%s at the start, %s at the end" % (load, load_average()))
-    print(text)
-    if not args.no_record:
-        with open(REPO / "benchmarks" / "results.md", "a", encoding="utf-8") as out:
-            out.write(text)
+    publish(text, record=not args.no_record)
 
 
 if __name__ == "__main__":

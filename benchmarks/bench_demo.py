@@ -35,7 +35,7 @@ from typing import Any
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / ".build" / "collections")]
 
-from benchmarks.bench_checkpoint_upload import load_average, machine  # noqa: E402  (needs the path above)
+from benchmarks.bench_checkpoint_upload import load_average, machine, publish  # noqa: E402  (needs the path above)
 from tests.helpers.ansible_run import ansible_env  # noqa: E402
 from tests.helpers.fixtures_lab import Lab  # noqa: E402
 from tests.helpers.migration_site import failed_site  # noqa: E402
@@ -125,10 +125,7 @@ def main() -> None:
             finally:
                 lab.down()
     text = table(runs, "%s at the start, %s at the end" % (load, load_average()))
-    print(text)
-    if not args.no_record:
-        with open(REPO / "benchmarks" / "results.md", "a", encoding="utf-8") as out:
-            out.write(text)
+    publish(text, record=not args.no_record)
 
 
 if __name__ == "__main__":

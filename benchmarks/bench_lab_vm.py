@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import json
 import pathlib
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,8 @@ import uuid
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / ".build" / "collections")]
 
-from benchmarks.bench_checkpoint_upload import load_average, machine  # noqa: E402  (needs the path above)
+from benchmarks.bench_checkpoint_upload import load_average, machine, publish  # noqa: E402  (needs the path above)
+from benchmarks.bench_demo import spread  # noqa: E402
 from lab.hclab.lab_vm import LabVM  # noqa: E402
 from tests.helpers.ansible_run import run_playbook  # noqa: E402
 from tests.helpers.fixtures_lab import Lab  # noqa: E402
@@ -67,10 +67,6 @@ def once(lab: Lab, image: pathlib.Path, key: pathlib.Path, workdir: pathlib.Path
     return {"boot": booted, "join": join, "kwok": kwok}
 
 
-def spread(values: list[float]) -> str:
-    return "%.1f s (%.1f-%.1f)" % (statistics.median(values), min(values), max(values))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -91,14 +87,11 @@ def main() -> None:
     text = "\n".join([
         "", f"## Lab VM boot and kubeadm join, {dt.date.today().isoformat()}, vm", "",
         f"Machine: {machine()}; load {load} at the start, {load_average()} at the end; {args.runs} runs, median (min-max).", "",
-        "| step | time |", "|---|---|",
+        "| step | seconds |", "|---|---|",
         f"| lab VM boot until sshd answers | {spread([r['boot'] for r in runs])} |",
         f"| join_node playbook: token, `kubeadm join` over SSH, TLS bootstrap, Ready, label | {spread([r['join'] for r in runs])} |",
         f"| baseline: a kwok node added and Ready (`add-node --wait`) | {spread([r['kwok'] for r in runs])} |", ""])
-    print(text)
-    if not args.no_record:
-        with open(REPO / "benchmarks" / "results.md", "a", encoding="utf-8") as out:
-            out.write(text)
+    publish(text, record=not args.no_record)
 
 
 if __name__ == "__main__":
