@@ -37,6 +37,7 @@ CONTAINERD_VERSION = "2.3.7"
 
 
 RESTIC_PASSWORD = "lab-vm-restic-password-never-logged"
+VM_NAMES = ("cloud-vm-", "cloud-a-", "cloud-b-")  # the tests' node names: the VM cloud boots only these
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def backup_rights(lab) -> Iterator[None]:
 def vm_cloud(lab, moto_server, s3_server, lab_worker_image, tmp_path) -> Iterator[Any]:
     # The VMs reach the storage server at its address, as nodes reach S3.
     with lab.vm_cloud("cloud", moto_server.endpoint_url, image=lab_worker_image, disks=tmp_path / "vms", relay_ports=(s3_server.port,),
-                      name_prefixes=("cloud-vm-", "cloud-a-", "cloud-b-"), region=moto_server.region) as cloud:
+                      name_prefixes=VM_NAMES, region=moto_server.region) as cloud:
         yield cloud
         instances = list(cloud.vms)
     # Leave the shared lab and moto as they were: the instances (a later cloud watcher would make
@@ -62,8 +63,9 @@ def vm_cloud(lab, moto_server, s3_server, lab_worker_image, tmp_path) -> Iterato
     if instances:
         moto_server.client("ec2").terminate_instances(InstanceIds=instances)
     api = client.CoreV1Api(lab.api("cloud"))
-    for node in api.list_node(label_selector="hybridcloud.io/migrated-from").items:
-        api.delete_node(node.metadata.name)
+    for node in api.list_node().items:
+        if node.metadata.name.startswith(VM_NAMES):  # only this module's nodes: the lab is shared
+            api.delete_node(node.metadata.name)
     for namespace in api.list_namespace(label_selector="hcm-test=lab-vm").items:
         api.delete_namespace(namespace.metadata.name)
 
