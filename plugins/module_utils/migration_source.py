@@ -21,7 +21,9 @@ import typing as t
 from ansible_collections.hybridcloud.migration.plugins.module_utils import catalog
 from ansible_collections.hybridcloud.migration.plugins.module_utils.catalog_store import CatalogStore, split_s3_location
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
-from ansible_collections.hybridcloud.migration.plugins.module_utils.migration_plan import PlanOptions, attach_node_backup, build_plan
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.node_backup import attach_node_backup
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.options import PlanOptions
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.stages import build_plan
 from ansible_collections.hybridcloud.migration.plugins.module_utils.s3_client import is_missing
 from ansible_collections.hybridcloud.migration.plugins.module_utils.velero_catalog import SCOPE as VELERO_SCOPE
 from ansible_collections.hybridcloud.migration.plugins.module_utils.velero_tarball import read_tarball

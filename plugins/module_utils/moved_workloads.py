@@ -41,7 +41,6 @@ import typing as t
 from urllib.parse import quote
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
-from ansible_collections.hybridcloud.migration.plugins.module_utils.migration_plan import PREFIX, RUN_ID_KEY
 from ansible_collections.hybridcloud.migration.plugins.module_utils.ordered_restore import (
     REPLICA_KINDS,
     SUSPEND_KINDS,
@@ -52,6 +51,7 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.ordered_rest
     ScaleTarget,
     scaled_readiness,
 )
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabulary import PREFIX, RUN_ID_KEY
 
 SOURCE_REPLICAS = PREFIX + "source-replicas"
 SOURCE_SUSPEND = PREFIX + "source-suspend"

@@ -153,8 +153,9 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.catalog_store import CatalogStore
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
-from ansible_collections.hybridcloud.migration.plugins.module_utils.migration_plan import DEFAULT_EXCLUDED_NAMESPACES, PlanOptions
 from ansible_collections.hybridcloud.migration.plugins.module_utils.migration_source import plan_migration, summarize_plan
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.options import PlanOptions
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabulary import DEFAULT_EXCLUDED_NAMESPACES
 from ansible_collections.hybridcloud.migration.plugins.module_utils.s3_client import S3_ARG_SPEC, S3Settings, make_s3_client
 
 

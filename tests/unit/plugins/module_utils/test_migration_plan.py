@@ -10,9 +10,25 @@ import time
 
 import pytest
 
-from ansible_collections.hybridcloud.migration.plugins.module_utils import migration_plan as mp
 from ansible_collections.hybridcloud.migration.plugins.module_utils import velero_tarball as reader
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.closure import Closure
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.node_backup import attach_node_backup
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.options import PlanOptions
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.stages import build_plan
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.transform import Transformer
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabulary import (
+    DEFAULT_EXCLUDED_NAMESPACES,
+    NAMESPACE_NAME_LABEL,
+    OWNERS_ANNOTATION,
+    REPLICAS_ANNOTATION,
+    RUN_ID_KEY,
+    STAGES,
+    SUSPEND_ANNOTATION,
+    known_nodes,
+    map_image,
+    selector_matches,
+)
 from tests.unit.fixtures import cluster as c
 from tests.unit.fixtures.velero import velero_tarball
 
@@ -26,7 +42,7 @@ def plan_for(objects=None, node=c.FAILED, **options):
     options.setdefault("run_id", "run-20261125")
     options.setdefault("source_cluster", "onprem")
     options.setdefault("created_at", WHEN)
-    return mp.build_plan(c.onprem() if objects is None else objects, node, mp.PlanOptions(**options))
+    return build_plan(c.onprem() if objects is None else objects, node, PlanOptions(**options))
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +134,7 @@ def test_move_partial_moves_stateless_workloads_but_starts_only_the_lost_pods():
     assert "move_partial: 1 more on other nodes stay; starts 1" in reason(plan_, "Deployment", "shop", "api", "selected")
     [api_up] = [s for s in plan_["scale_up"] if s["name"] == "api"]
     assert api_up == {"kind": "Deployment", "api_version": "apps/v1", "namespace": "shop", "name": "api", "replicas": 1, "action": "scale"}
-    assert find(plan_, "Deployment", "api")["metadata"]["annotations"][mp.REPLICAS_ANNOTATION] == "2"
+    assert find(plan_, "Deployment", "api")["metadata"]["annotations"][REPLICAS_ANNOTATION] == "2"
     assert ("StatefulSet", "db", "cache") in ids(plan_["skipped"])
     assert ("Service", "shop", "api") in names(plan_, "network") and ("HorizontalPodAutoscaler", "shop", "api") in names(plan_, "policies")
 
@@ -140,7 +156,7 @@ def test_unknown_node_names_the_nodes_the_backup_knows():
 
 def test_nodes_are_known_from_pods_when_the_backup_has_no_node_objects():
     objects = [o for o in c.onprem() if o["kind"] != "Node"]
-    assert mp.known_nodes(objects) == ["onprem-worker-1", "onprem-worker-2", "onprem-worker-3"]
+    assert known_nodes(objects) == ["onprem-worker-1", "onprem-worker-2", "onprem-worker-3"]
     assert len(plan_for(objects)["selected"]) == 4
     with pytest.raises(MigrationError) as caught:
         plan_for([o for o in objects if o["kind"] != "Pod"])
@@ -271,10 +287,10 @@ def test_owner_references_are_kept_as_an_annotation_only_for_owners_that_move():
     web["spec"]["template"]["spec"]["volumes"].append({"name": "legacy", "secret": {"secretName": "legacy-token"}})
     plan_ = plan_for(objects + [token])
     claim = find(plan_, "PersistentVolumeClaim", "data-pg-0")["metadata"]
-    assert json.loads(claim["annotations"][mp.OWNERS_ANNOTATION]) == [
+    assert json.loads(claim["annotations"][OWNERS_ANNOTATION]) == [
         {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "pg", "controller": True}]
     assert "ownerReferences" not in claim
-    assert mp.OWNERS_ANNOTATION not in find(plan_, "ConfigMap", "settings")["metadata"]["annotations"]  # api does not move
+    assert OWNERS_ANNOTATION not in find(plan_, "ConfigMap", "settings")["metadata"]["annotations"]  # api does not move
     moved_token = find(plan_, "Secret", "legacy-token")
     assert "data" not in moved_token and moved_token["metadata"]["annotations"]["kubernetes.io/service-account.name"] == "web"
     assert "kubernetes.io/service-account.uid" not in moved_token["metadata"]["annotations"]
@@ -298,7 +314,7 @@ def test_services_policies_and_autoscalers_that_select_the_moving_pods(plan):
 def test_custom_resources_owning_a_workload_come_with_their_crd(plan):
     assert names(plan, "custom") == [("Database", "db", "pg")]
     assert names(plan, "crds") == [("CustomResourceDefinition", "", "databases.example.com")]
-    owners = json.loads(find(plan, "StatefulSet", "pg")["metadata"]["annotations"][mp.OWNERS_ANNOTATION])
+    owners = json.loads(find(plan, "StatefulSet", "pg")["metadata"]["annotations"][OWNERS_ANNOTATION])
     assert owners == [{"apiVersion": "example.com/v1", "kind": "Database", "name": "pg", "controller": True}]
 
 
@@ -317,7 +333,7 @@ def test_namespaces_missing_from_the_backup_are_created_bare():
     objects = [o for o in c.onprem() if not (o["kind"] == "Namespace" and o["metadata"]["name"] == "ops")]
     plan_ = plan_for(objects)
     assert find(plan_, "Namespace", "ops") == {"apiVersion": "v1", "kind": "Namespace", "metadata": {
-        "name": "ops", "labels": {mp.RUN_ID_KEY: "run-20261125"}, "annotations": {mp.RUN_ID_KEY: "run-20261125"}}}
+        "name": "ops", "labels": {RUN_ID_KEY: "run-20261125"}, "annotations": {RUN_ID_KEY: "run-20261125"}}}
     assert any(w.startswith("Namespace ops is not in the backup") for w in plan_["warnings"])
 
 
@@ -330,7 +346,7 @@ def test_no_server_set_fields_and_every_object_carries_the_run_id(plan):
         assert "status" not in obj, obj["kind"]
         assert not set(SERVER_SET) & set(meta), (obj["kind"], meta["name"])
         assert "kubectl.kubernetes.io/last-applied-configuration" not in meta["annotations"]
-        assert meta["labels"][mp.RUN_ID_KEY] == meta["annotations"][mp.RUN_ID_KEY] == "run-20261125"
+        assert meta["labels"][RUN_ID_KEY] == meta["annotations"][RUN_ID_KEY] == "run-20261125"
         assert "finalizers" not in meta
     text = json.dumps(plan)
     for server_set in ('"uid"', "resourceVersion", "managedFields", "creationTimestamp", "pv.kubernetes.io/bind-completed",
@@ -341,10 +357,10 @@ def test_no_server_set_fields_and_every_object_carries_the_run_id(plan):
 
 def test_workloads_start_stopped_and_scale_up_says_how_to_start_them(plan):
     web, pg = find(plan, "Deployment", "web"), find(plan, "StatefulSet", "pg")
-    assert web["spec"]["replicas"] == 0 and web["metadata"]["annotations"][mp.REPLICAS_ANNOTATION] == "2"
-    assert pg["spec"]["replicas"] == 0 and pg["metadata"]["annotations"][mp.REPLICAS_ANNOTATION] == "2"
+    assert web["spec"]["replicas"] == 0 and web["metadata"]["annotations"][REPLICAS_ANNOTATION] == "2"
+    assert pg["spec"]["replicas"] == 0 and pg["metadata"]["annotations"][REPLICAS_ANNOTATION] == "2"
     report = find(plan, "CronJob", "report")
-    assert report["spec"]["suspend"] is True and report["metadata"]["annotations"][mp.SUSPEND_ANNOTATION] == "false"
+    assert report["spec"]["suspend"] is True and report["metadata"]["annotations"][SUSPEND_ANNOTATION] == "false"
     assert "metadata" not in report["spec"]["jobTemplate"]
     debug = find(plan, "Pod", "debug")
     assert debug["spec"]["schedulingGates"] == [{"name": "migration.hybridcloud.io/restore"}]
@@ -367,7 +383,7 @@ def test_a_job_moves_suspended_without_its_generated_selector():
     objects += [job, c.pod("once-abcde", "batch", c.FAILED, job["spec"]["template"]["spec"], labels=labels, owners=[c.owner(job)])]
     plan_ = plan_for(objects)
     moved = find(plan_, "Job", "once")
-    assert moved["spec"]["suspend"] is True and moved["metadata"]["annotations"][mp.SUSPEND_ANNOTATION] == "true"
+    assert moved["spec"]["suspend"] is True and moved["metadata"]["annotations"][SUSPEND_ANNOTATION] == "true"
     assert "selector" not in moved["spec"] and moved["spec"]["template"]["metadata"]["labels"] == {"app": "once"}
     assert not [s for s in plan_["scale_up"] if s["name"] == "once"]  # it was suspended: it stays so
 
@@ -391,7 +407,7 @@ def test_pins_to_the_dead_node_are_dropped_and_host_path_pods_follow_their_data(
 
 
 def test_affinity_terms_keep_every_other_node():
-    transformer = mp._Transformer(None, mp._Closure(), None, c.FAILED, mp.PlanOptions(run_id="r"))  # pylint: disable=protected-access
+    transformer = Transformer(None, Closure(), None, c.FAILED, PlanOptions(run_id="r"))
     spec = {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
         {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [c.FAILED, "onprem-worker-3"]},
                               {"key": "zone", "operator": "In", "values": ["a"]}]},
@@ -419,7 +435,7 @@ def test_local_volumes_of_the_dead_node_are_rehomed_and_stay_bound(plan):
     assert volume["spec"]["claimRef"] == {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": "db", "name": "data-pg-0"}
     claim = find(plan, "PersistentVolumeClaim", "data-pg-0")
     assert claim["spec"]["volumeName"] == "local-pv-0"
-    assert claim["metadata"]["annotations"] == {mp.RUN_ID_KEY: "run-20261125"}
+    assert claim["metadata"]["annotations"] == {RUN_ID_KEY: "run-20261125"}
     assert not [w for w in plan["warnings"] if "set target_node to re-home" in w]
     unhomed = plan_for()
     assert find(unhomed, "PersistentVolume", "local-pv-0")["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0][
@@ -477,7 +493,7 @@ def test_image_registry_map_replaces_the_longest_matching_prefix(image, expected
     registry_map = {"registry.onprem.example": "mirror.cloud.example/onprem", "docker.io/library/": "mirror.cloud.example/hub/",
                     "docker.io": "mirror.cloud.example/hub-orgs",
                     "registry.onprem.example/shop/api": "mirror.cloud.example/api"}
-    assert mp.map_image(image, registry_map) == expected
+    assert map_image(image, registry_map) == expected
 
 
 def test_image_registry_map_reaches_every_container(plan):
@@ -495,14 +511,14 @@ def test_namespace_map_renames_every_reference():
     namespaces = [name for _k, _ns, name in names(plan_, "namespaces")]
     assert namespaces == ["batch", "db-dr", "ops", "other", "shop-dr"]
     assert {o["metadata"].get("namespace") for o in every_object(plan_)} == {None, "batch", "db-dr", "ops", "other", "shop-dr"}
-    assert "labels" not in find(plan_, "Namespace", "db-dr") or mp.NAMESPACE_NAME_LABEL not in find(plan_, "Namespace", "db-dr")["metadata"]["labels"]
+    assert "labels" not in find(plan_, "Namespace", "db-dr") or NAMESPACE_NAME_LABEL not in find(plan_, "Namespace", "db-dr")["metadata"]["labels"]
     assert find(plan_, "ClusterRoleBinding", "web-metrics")["subjects"] == [
         {"kind": "ServiceAccount", "name": "web", "namespace": "shop-dr"}, {"kind": "ServiceAccount", "name": "collector", "namespace": "other"}]
     assert find(plan_, "RoleBinding", "shop-web-peeks", "other")["subjects"] == [{"kind": "ServiceAccount", "name": "web", "namespace": "shop-dr"}]
     assert find(plan_, "RoleBinding", "all-view", "shop-dr")["subjects"][0]["name"] == "system:serviceaccounts:shop-dr"
     assert find(plan_, "PersistentVolume", "local-pv-0")["spec"]["claimRef"]["namespace"] == "db-dr"
     ingress = find(plan_, "NetworkPolicy", "web-ingress")["spec"]["ingress"][0]["from"]
-    assert [p["namespaceSelector"]["matchLabels"][mp.NAMESPACE_NAME_LABEL] for p in ingress] == ["shop-dr", "other"]
+    assert [p["namespaceSelector"]["matchLabels"][NAMESPACE_NAME_LABEL] for p in ingress] == ["shop-dr", "other"]
     assert {(s["namespace"], s["name"]) for s in plan_["scale_up"]} == {("shop-dr", "web"), ("db-dr", "pg"), ("batch", "report"), ("ops", "debug")}
     assert {e["name"]: (e["namespace"], e["target_namespace"]) for e in plan_["selected"]}["pg"] == ("db", "db-dr")
     assert ("Deployment shop/web name namespace db in service DNS names (.db.svc): namespace_map does not rewrite values; it becomes db-dr"
@@ -530,17 +546,17 @@ def test_unusable_options_are_refused(options, problem):
 
 
 def test_options_from_module_parameters():
-    options = mp.PlanOptions.from_params({"run_id": "r1", "target_node": TARGET, "namespace_map": {"a": "b"}, "include_custom": ["W.x/a/b"],
-                                          "exclude_namespaces": None, "move_partial": None, "bucket": "not-an-option"})
-    assert options == mp.PlanOptions(run_id="r1", target_node=TARGET, namespace_map={"a": "b"}, include_custom=("W.x/a/b",))
-    assert options.exclude_namespaces == mp.DEFAULT_EXCLUDED_NAMESPACES and options.move_partial is False
+    options = PlanOptions.from_params({"run_id": "r1", "target_node": TARGET, "namespace_map": {"a": "b"}, "include_custom": ["W.x/a/b"],
+                                       "exclude_namespaces": None, "move_partial": None, "bucket": "not-an-option"})
+    assert options == PlanOptions(run_id="r1", target_node=TARGET, namespace_map={"a": "b"}, include_custom=("W.x/a/b",))
+    assert options.exclude_namespaces == DEFAULT_EXCLUDED_NAMESPACES and options.move_partial is False
 
 
 # -- ordering and the contract ---------------------------------------------------------------------
 
 
 def test_stages_come_in_dependency_order(plan):
-    assert [s["name"] for s in plan["stages"]] == list(mp.STAGES)
+    assert [s["name"] for s in plan["stages"]] == list(STAGES)
     position = {}
     for number, stage_ in enumerate(plan["stages"]):
         for obj in stage_["objects"]:
@@ -581,7 +597,7 @@ def test_a_plan_from_a_velero_tarball_equals_the_plan_from_the_objects(plan):
 def test_a_plan_from_a_real_velero_backup():
     """The lab's Velero backup (tests/unit/fixtures/README.md): no Node objects, the nodes come from the pods."""
     objects = reader.read_objects(REAL_BACKUP)
-    assert mp.known_nodes(objects) == ["onprem-worker-1", "onprem-worker-2", "onprem-worker-3"]
+    assert known_nodes(objects) == ["onprem-worker-1", "onprem-worker-2", "onprem-worker-3"]
     plan_ = plan_for(objects, target_node=TARGET)
     assert ids(plan_["selected"]) == [("Pod", "capture", "debug"), ("StatefulSet", "capture", "pg")]
     assert ids(plan_["skipped"]) == [("Deployment", "velero-shop", "web")]  # its other pod runs on onprem-worker-2
@@ -599,7 +615,7 @@ def test_a_plan_from_a_real_velero_backup():
     debug = find(plan_, "Pod", "debug")
     assert not {"nodeName", "priority", "preemptionPolicy"} & set(debug["spec"])
     assert debug["spec"]["nodeSelector"] == {"kubernetes.io/hostname": TARGET}
-    assert set(debug["metadata"]["labels"]) == {mp.RUN_ID_KEY}  # the old node's topology labels are gone
+    assert set(debug["metadata"]["labels"]) == {RUN_ID_KEY}  # the old node's topology labels are gone
     for obj in every_object(plan_):
         assert "status" not in obj and not set(SERVER_SET) & set(obj["metadata"])
     assert "10.96." not in json.dumps(plan_["stages"])  # no cluster IP of the source
@@ -609,13 +625,13 @@ def test_a_plan_from_a_real_velero_backup():
 
 def test_selector_matching():
     labels = {"app": "web", "tier": "front"}
-    assert mp.selector_matches({}, labels) and not mp.selector_matches(None, labels)
-    assert mp.selector_matches({"matchLabels": {"app": "web"}, "matchExpressions": [
+    assert selector_matches({}, labels) and not selector_matches(None, labels)
+    assert selector_matches({"matchLabels": {"app": "web"}, "matchExpressions": [
         {"key": "tier", "operator": "In", "values": ["front"]}, {"key": "canary", "operator": "DoesNotExist"},
         {"key": "app", "operator": "Exists"}, {"key": "tier", "operator": "NotIn", "values": ["back"]}]}, labels)
-    assert not mp.selector_matches({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["front"]}]}, labels)
-    assert not mp.selector_matches({"matchExpressions": [{"key": "x", "operator": "In", "values": ["y"]}]}, labels)
-    assert not mp.selector_matches({"matchLabels": {"app": "api"}}, labels)
+    assert not selector_matches({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["front"]}]}, labels)
+    assert not selector_matches({"matchExpressions": [{"key": "x", "operator": "In", "values": ["y"]}]}, labels)
+    assert not selector_matches({"matchLabels": {"app": "api"}}, labels)
 
 
 # -- the node backup's data ------------------------------------------------------------------------
@@ -646,7 +662,7 @@ def node_entry():
 
 def test_node_backup_data_of_what_moves_is_attached_to_the_plan():
     plan_ = plan_for(target_node=TARGET, namespace_map={"db": "db-dr"})
-    attached = mp.attach_node_backup(plan_, node_entry())
+    attached = attach_node_backup(plan_, node_entry())
     assert [(a["name"], a["target_path"], a["target_node"]) for a in attached["local_data"]] == [
         ("/etc/site", "/etc/site", TARGET), ("db/data-pg-0", "/mnt/disks/pg-0", TARGET), ("ops/debug/data", "/srv/debug", TARGET),
         ("shop/deployment/web/cache", "/srv/web-cache", TARGET)]
@@ -658,7 +674,7 @@ def test_node_backup_data_of_what_moves_is_attached_to_the_plan():
         ("shop/web-7d4b9c6f5-abcde/web", {"kind": "Deployment", "namespace": "shop", "name": "web"}, "web")]
     assert "PersistentVolume local-pv-1 has no local data backup in the node's catalog entry: it starts empty" in attached["warnings"]
     assert plan_["local_data"] == [] and plan_["workload_state"] == []  # the plan given is left as it was
-    assert mp.attach_node_backup(plan_, None)["local_data"] == []
+    assert attach_node_backup(plan_, None)["local_data"] == []
 
 
 # -- speed -----------------------------------------------------------------------------------------
@@ -689,13 +705,13 @@ def test_ten_thousand_objects_plan_in_well_under_a_second_loosely_checked():
     objects = generated_cluster()
     assert len(objects) >= 10_000
     started = time.perf_counter()
-    plan_ = mp.build_plan(objects, "node-3", mp.PlanOptions(run_id="bench", created_at=WHEN))
+    plan_ = build_plan(objects, "node-3", PlanOptions(run_id="bench", created_at=WHEN))
     elapsed = time.perf_counter() - started
     assert elapsed < 5.0, elapsed  # about 0.2 s on the 2-core CI machine; loose so a busy machine does not fail it
     # node-3 runs one pod of each Deployment at (i + j + k) % 20 == 3; all have pods elsewhere, so none moves by default
     assert plan_["selected"] == [] and len(plan_["skipped"]) > 100
     started = time.perf_counter()
-    moved = mp.build_plan(objects, "node-3", mp.PlanOptions(run_id="bench", created_at=WHEN, move_partial=True))
+    moved = build_plan(objects, "node-3", PlanOptions(run_id="bench", created_at=WHEN, move_partial=True))
     assert time.perf_counter() - started < 5.0
     assert len(moved["selected"]) == len(plan_["skipped"]) and all(s["replicas"] == 1 for s in moved["scale_up"])
     assert len(stage(moved, "config")) == 2 * len(moved["selected"])

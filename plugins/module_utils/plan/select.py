@@ -1,0 +1,225 @@
+# -*- coding: utf-8 -*-
+# Copyright: hybridcloud.migration contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The plan's selection: which of a dead node's workloads move, and which stay (``skipped``, with the reason).
+
+Selection
+    Pods bound to the node (``spec.nodeName``) lead to the workload that owns them, following the
+    controller owner references: ReplicaSet -> Deployment, StatefulSet, Job -> CronJob, or the pod
+    itself when it has no owner. Left out, each with its reason in ``skipped``: DaemonSets (they
+    run on every node already), static pods (mirror pods: annotation ``kubernetes.io/config.mirror``
+    or owner kind Node), pods in ``exclude_namespaces`` (by default the system namespaces and
+    ``velero``: the target runs its own), pods that had already finished, pods run by a custom controller
+    unless ``include_custom`` names its resource, and workloads that still have running pods on
+    other nodes. Such a workload is still serving from the healthy nodes and its controller
+    replaces the lost pods there, so it stays unless ``move_partial`` is set: then Deployments,
+    ReplicaSets, Jobs and CronJobs move too, and scale up to the number of pods the dead node ran
+    (not to their full size). StatefulSets never move partially: the ordinals still running would
+    run twice. Pods of other nodes are never touched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing as t
+
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabulary import (
+    DAEMON_SET,
+    DEPLOYMENT,
+    JOB,
+    MIRROR_ANNOTATION,
+    POD,
+    REPLICA_SET,
+    STATEFUL_SET,
+    WORKLOAD_RANK,
+    Obj,
+    Ref,
+    controller_ref,
+    group_of,
+    labels,
+    meta,
+    pod_active,
+    ref_of,
+    show,
+)
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.options import CustomRef, PlanOptions
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.index import Index
+
+
+@dataclasses.dataclass
+class _Owner:
+    """What a pod belongs to, after following its controller references."""
+
+    outcome: str  # workload, custom, daemonset, mirror, missing
+    ref: Ref  # the workload (or the pod itself for a bare pod), the DaemonSet, the missing owner, ...
+    custom_owners: tuple[Ref, ...] = ()  # custom resources above the workload
+    chain: tuple[Ref, ...] = ()  # every owner from the pod up
+    note: str = ""
+
+
+def _resolve(pod: Obj, index: Index, cache: dict[tuple[str, str, str, str], _Owner]) -> _Owner:
+    metadata = meta(pod)
+    namespace = metadata.get("namespace") or ""
+    pod_ref = ref_of(pod)
+    if MIRROR_ANNOTATION in (metadata.get("annotations") or {}):
+        return _Owner("mirror", pod_ref)
+    owner_ref = controller_ref(pod)
+    if owner_ref is None:
+        return _Owner("workload", pod_ref)
+    if owner_ref.get("kind") == "Node":
+        return _Owner("mirror", pod_ref)
+    key = (owner_ref.get("apiVersion") or "", owner_ref.get("kind") or "", namespace, owner_ref.get("name") or "")
+    if key not in cache:
+        cache[key] = _resolve_owner(owner_ref, namespace, labels(pod).get("pod-template-hash", ""), index)
+    return cache[key]
+
+
+def _resolve_owner(owner_ref: t.Mapping[str, t.Any], namespace: str, template_hash: str, index: Index) -> _Owner:
+    chain: list[Ref] = []
+    current: t.Optional[t.Mapping[str, t.Any]] = owner_ref
+    while current is not None and len(chain) < 16:
+        gk = (group_of(current.get("apiVersion") or ""), current.get("kind") or "")
+        wanted: Ref = (gk[0], gk[1], namespace, current.get("name") or "")
+        if gk == DAEMON_SET:
+            return _Owner("daemonset", wanted, chain=tuple(chain + [wanted]))
+        obj = index.owner(current, namespace)
+        if obj is None and gk == REPLICA_SET and template_hash and wanted[3].endswith("-" + template_hash):
+            # The ReplicaSet is gone from the backup; its Deployment is named by the pod-template-hash.
+            obj = index.get(DEPLOYMENT, namespace, wanted[3][: -len(template_hash) - 1])
+        if obj is None:
+            return _Owner("missing", wanted, chain=tuple(chain), note="%s is not in the backup" % show(wanted))
+        chain.append(ref_of(obj))
+        current = controller_ref(obj)
+    workloads = [i for i, ref in enumerate(chain) if (ref[0], ref[1]) in WORKLOAD_RANK]
+    if not workloads:
+        return _Owner("custom", chain[-1], chain=tuple(chain))
+    top = max(workloads, key=lambda i: (WORKLOAD_RANK[(chain[i][0], chain[i][1])], i))
+    custom = tuple(ref for ref in chain if index.is_custom((ref[0], ref[1])))
+    return _Owner("workload", chain[top], custom_owners=custom, chain=tuple(chain))
+
+
+@dataclasses.dataclass
+class _Candidate:
+    owner: _Owner
+    on_node: list[Obj] = dataclasses.field(default_factory=list)
+    elsewhere: dict[str, int] = dataclasses.field(default_factory=dict)  # node -> active pods
+
+
+@dataclasses.dataclass
+class Selection:
+    workloads: dict[Ref, _Candidate]  # selected workloads (builtin, bare pods, custom resources)
+    custom_owners: set[Ref]
+    selected: list[dict[str, t.Any]]
+    skipped: list[dict[str, t.Any]]
+    partial: dict[Ref, int]  # moved with move_partial: the number of pods to start
+
+
+def _entry(ref: Ref, index: Index, reason: str, **extra: t.Any) -> dict[str, t.Any]:
+    obj = index.by_ref.get(ref)
+    api_version = (obj or {}).get("apiVersion") or ("%s/v1" % ref[0] if ref[0] else "v1")
+    return dict({"kind": ref[1], "api_version": api_version, "namespace": ref[2], "name": ref[3], "reason": reason}, **extra)
+
+
+def _pod_list(pods: t.Sequence[Obj]) -> str:
+    names = sorted("%s/%s" % (meta(p).get("namespace"), meta(p).get("name")) for p in pods)
+    shown = ", ".join(names[:5]) + (" and %d more" % (len(names) - 5) if len(names) > 5 else "")
+    return ("pod " if len(names) == 1 else "pods ") + shown
+
+
+def select(index: Index, node: str, options: PlanOptions, include_custom: list[CustomRef]) -> Selection:
+    cache: dict[tuple[str, str, str, str], _Owner] = {}
+    candidates: dict[Ref, _Candidate] = {}
+    on_node_owners: set[Ref] = set()
+    pods = index.kind(POD)
+    for pod in pods:
+        bound = (pod.get("spec") or {}).get("nodeName") or ""
+        if bound == node:
+            owner = _resolve(pod, index, cache)
+            candidates.setdefault(owner.ref, _Candidate(owner)).on_node.append(pod)
+            on_node_owners.add(owner.ref)
+    for pod in pods:  # a second pass: the same workloads' running pods on other nodes
+        bound = (pod.get("spec") or {}).get("nodeName") or ""
+        if bound and bound != node and pod_active(pod) and controller_ref(pod) is not None:
+            owner = _resolve(pod, index, cache)
+            if owner.ref in on_node_owners:
+                elsewhere = candidates[owner.ref].elsewhere
+                elsewhere[bound] = elsewhere.get(bound, 0) + 1
+
+    excluded = set(options.exclude_namespaces)
+    selection = Selection({}, set(), [], [], {})
+    for ref in sorted(candidates):
+        cand = candidates[ref]
+        owner, active = cand.owner, [p for p in cand.on_node if pod_active(p)]
+        pods_text = "%s on %s" % (_pod_list(cand.on_node), node)
+        names = sorted(meta(p).get("name") for p in cand.on_node)
+        if owner.outcome == "mirror":
+            selection.skipped.append(_entry(ref, index, "static pod (mirror of a manifest file on %s): the kubelet runs it from that "
+                                                        "file, the target node runs its own static pods" % node))
+            continue
+        if owner.outcome == "daemonset":
+            selection.skipped.append(_entry(ref, index, "DaemonSet: runs on every node already (%s)" % pods_text))
+            continue
+        if ref[2] in excluded:
+            selection.skipped.append(_entry(ref, index, "namespace %s is excluded (exclude_namespaces): the target cluster runs its "
+                                                        "own system workloads (%s)" % (ref[2], pods_text)))
+            continue
+        if owner.outcome == "missing":
+            selection.skipped.append(_entry(ref, index, "owner of %s, but %s: cannot recreate what is not backed up"
+                                            % (pods_text, owner.note)))
+            continue
+        if not active:
+            phases = sorted({(p.get("status") or {}).get("phase") or "" for p in cand.on_node})
+            selection.skipped.append(_entry(ref, index, "its %s had already finished (%s) before the node failed"
+                                            % (pods_text, ", ".join(phases))))
+            continue
+        if owner.outcome == "custom":
+            wanted = [r for r in owner.chain if any(c.matches(index.by_ref[r]) for c in include_custom)]
+            if not wanted:
+                selection.skipped.append(_entry(ref, index, "managed by a custom controller (%s); list it in include_custom to move "
+                                                            "it (%s)" % (show(ref), pods_text)))
+                continue
+            top = wanted[-1]
+            selection.workloads[top] = cand
+            selection.selected.append(_entry(top, index, "include_custom; its controller ran %s" % pods_text,
+                                             pods=names, target_namespace=map_ns(options, top[2])))
+            continue
+        gk = (ref[0], ref[1])
+        others = sum(cand.elsewhere.values())
+        if others and (gk == STATEFUL_SET or not options.move_partial):
+            why = ("the ordinals still running would run twice" if gk == STATEFUL_SET
+                   else "it keeps serving there and its controller replaces the lost pods; set move_partial to move it anyway")
+            selection.skipped.append(_entry(ref, index, "still has %d pod%s on other nodes (%s): %s"
+                                            % (others, "" if others == 1 else "s", ", ".join(sorted(cand.elsewhere)), why)))
+            continue
+        if gk == JOB and _job_finished(index.by_ref.get(ref)):
+            selection.skipped.append(_entry(ref, index, "Job already finished"))
+            continue
+        reason = ("bare pod (no controller) on %s" % node) if gk == POD else "owns %s" % pods_text
+        if others:
+            reason += " (move_partial: %d more on other nodes stay; starts %d)" % (others, len(active))
+            selection.partial[ref] = len(active)
+        selection.workloads[ref] = cand
+        selection.custom_owners.update(owner.custom_owners)
+        selection.selected.append(_entry(ref, index, reason, pods=names, target_namespace=map_ns(options, ref[2])))
+        for middle in owner.chain:
+            if (middle[0], middle[1]) == JOB and middle != ref:
+                selection.skipped.append(_entry(middle, index, "created by %s, which moves (suspended until scale-up); its next run "
+                                                               "starts in the target" % show(ref)))
+    for custom in include_custom:  # include_custom entries that run no pod on the node still move
+        for obj in index.by_kind_name.get((custom.kind, custom.namespace, custom.name), []):
+            if custom.matches(obj) and ref_of(obj) not in selection.workloads:
+                selection.custom_owners.add(ref_of(obj))
+    selection.selected.sort(key=lambda e: (e["namespace"], e["kind"], e["name"]))
+    selection.skipped.sort(key=lambda e: (e["namespace"], e["kind"], e["name"]))
+    return selection
+
+
+def _job_finished(job: t.Optional[t.Mapping[str, t.Any]]) -> bool:
+    for cond in ((job or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
+            return True
+    return False
+
+
+def map_ns(options: PlanOptions, namespace: str) -> str:
+    return options.namespace_map.get(namespace, namespace) if namespace else namespace
