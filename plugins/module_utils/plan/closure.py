@@ -42,7 +42,9 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabul
     SECRET,
     SERVICE,
     SERVICE_ACCOUNT,
+    NO_PROVISIONER,
     STATEFUL_SET,
+    STORAGE_CLASS,
     SYSTEM_HOST_PATHS,
     GroupKind,
     Obj,
@@ -201,16 +203,7 @@ def close(index: Index, selection: Selection, node: str, options: PlanOptions) -
                         "%s mounts hostPath %s (volume %s): only the node agent's backup (local_data) holds its data; it is restored "
                         "to the same path on %s%s" % (show(ref), path, volume, where, hint))
         if gk == STATEFUL_SET:
-            replicas = (obj.get("spec") or {}).get("replicas")
-            for template in (obj.get("spec") or {}).get("volumeClaimTemplates") or []:
-                pattern = re.compile(r"^%s-%s-(\d+)$" % (re.escape(meta(template).get("name") or ""), re.escape(ref[3])))
-                for pvc in index.in_namespace(PVC, ref[2]):
-                    match = pattern.match(meta(pvc).get("name") or "")
-                    if match:
-                        refs.add(ref_of(pvc))
-                        if replicas is not None and int(match.group(1)) >= int(replicas):
-                            closure.warnings.append("%s keeps %s of an ordinal beyond its %s replicas: carried as well"
-                                                    % (show(ref), show(ref_of(pvc)), replicas))
+            _statefulset_claims(index, selection, closure, ref, obj)
     for custom in sorted(selection.custom_owners):
         refs.add(custom)
 
@@ -254,6 +247,31 @@ def close(index: Index, selection: Selection, node: str, options: PlanOptions) -
     return closure
 
 
+def _statefulset_claims(index: Index, selection: Selection, closure: Closure, ref: Ref, obj: t.Mapping[str, t.Any]) -> None:
+    """The claims of the ordinals that move (all of them when the StatefulSet moves whole); the others are left out."""
+    spec = obj.get("spec") or {}
+    replicas = spec.get("replicas")
+    share = selection.shares.get(ref)
+    moved: t.Optional[range] = None
+    if share is not None and share.ordinals_start is not None and share.moves < share.of:
+        moved = range(share.ordinals_start, share.ordinals_start + share.moves)
+    for template in spec.get("volumeClaimTemplates") or []:
+        pattern = re.compile(r"^%s-%s-(\d+)$" % (re.escape(meta(template).get("name") or ""), re.escape(ref[3])))
+        for pvc in index.in_namespace(PVC, ref[2]):
+            match = pattern.match(meta(pvc).get("name") or "")
+            if not match:
+                continue
+            if moved is not None and int(match.group(1)) not in moved:
+                selection.left_out.append({"kind": "PersistentVolumeClaim", "api_version": "v1", "namespace": ref[2],
+                                           "name": meta(pvc).get("name"), "workload": show(ref),
+                                           "reason": "claim of ordinal %s of %s, which stays in the source" % (match.group(1), show(ref))})
+                continue
+            closure.refs.add(ref_of(pvc))
+            if moved is None and replicas is not None and int(match.group(1)) >= int(replicas):
+                closure.warnings.append("%s keeps %s of an ordinal beyond its %s replicas: carried as well"
+                                        % (show(ref), show(ref_of(pvc)), replicas))
+
+
 def _add_role(index: Index, binding: t.Mapping[str, t.Any], refs: set[Ref], warnings: list[str]) -> None:
     role_ref = binding.get("roleRef") or {}
     kind, name = role_ref.get("kind") or "", role_ref.get("name") or ""
@@ -288,6 +306,7 @@ def _close_volumes(index: Index, closure: Closure, node: str, options: PlanOptio
         pv_name = meta(pv).get("name") or ""
         if pinned_to(pv, node):
             closure.refs.add(ref_of(pv))
+            _local_class(index, closure, pv_spec.get("storageClassName"), options)
             if not options.target_node:
                 closure.warnings.append("PersistentVolume %s (%s) is pinned to the failed node %s: set target_node to re-home it, "
                                         "or its pods cannot start" % (pv_name, show(ref), node))
@@ -303,6 +322,15 @@ def _close_volumes(index: Index, closure: Closure, node: str, options: PlanOptio
                 "capacity", "claimRef", "nodeAffinity", "mountOptions"))
             closure.warnings.append("%s: PersistentVolume %s (%s) is carried as it is: the target nodes must reach that storage"
                                     % (show(ref), pv_name, ", ".join(kinds) or "static"))
+
+
+def _local_class(index: Index, closure: Closure, name: t.Optional[str], options: PlanOptions) -> None:
+    """A re-homed local volume's class comes along when it has no provisioner (created only where the target lacks it)."""
+    if not name or name in options.storage_class_map:
+        return
+    found = index.get(STORAGE_CLASS, "", name)
+    if found is not None and found.get("provisioner") == NO_PROVISIONER:
+        closure.refs.add(ref_of(found))
 
 
 def _storage_class(options: PlanOptions, name: t.Optional[str]) -> str:

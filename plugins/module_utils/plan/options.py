@@ -10,6 +10,7 @@ import datetime as dt
 import typing as t
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.share import check_policies
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabulary import (
     DEFAULT_EXCLUDED_NAMESPACES,
     DNS_LABEL_RE,
@@ -65,7 +66,7 @@ class PlanOptions:
     source_cluster: str = ""  # for the plan and messages only
     target_node: str = ""  # the new node: local PVs are re-homed to it, hostPath pods pinned to it; "" leaves them (warned)
     created_at: str = ""  # ISO 8601 UTC; now when empty
-    move_partial: bool = False  # also move Deployments, ReplicaSets, Jobs, CronJobs still running on other nodes
+    share_policy: t.Mapping[str, str] = dataclasses.field(default_factory=dict)  # Kind or Kind/namespace/name -> share, whole, skip
     storage_class_map: t.Mapping[str, str] = dataclasses.field(default_factory=dict)  # source class -> target class
     image_registry_map: t.Mapping[str, str] = dataclasses.field(default_factory=dict)  # image prefix -> replacement
     namespace_map: t.Mapping[str, str] = dataclasses.field(default_factory=dict)  # source namespace -> target namespace
@@ -78,7 +79,7 @@ class PlanOptions:
         """Options from a module's parameters: the fields above by name; missing or None keeps the default."""
         fields = {f.name for f in dataclasses.fields(cls)}
         given = {name: value for name, value in params.items() if name in fields and value is not None}
-        for name in ("storage_class_map", "image_registry_map", "namespace_map"):
+        for name in ("storage_class_map", "image_registry_map", "namespace_map", "share_policy"):
             if name in given:
                 given[name] = dict(given[name])
         for name in ("include_custom", "exclude_namespaces"):
@@ -104,11 +105,12 @@ class PlanOptions:
                     raise MigrationError("%s entry %r: %r is not usable" % (option, source, target), "map non-empty strings to strings")
         if self.created_at:
             _parse_time(self.created_at)
+        check_policies(self.share_policy)
         return [CustomRef.parse(item) for item in self.include_custom]
 
     def to_dict(self) -> dict[str, t.Any]:
         return {
-            "move_partial": self.move_partial,
+            "share_policy": dict(sorted(self.share_policy.items())),
             "storage_class_map": dict(sorted(self.storage_class_map.items())),
             "image_registry_map": dict(sorted(self.image_registry_map.items())),
             "namespace_map": dict(sorted(self.namespace_map.items())),

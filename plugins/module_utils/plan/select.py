@@ -10,12 +10,13 @@ Selection
     run on every node already), static pods (mirror pods: annotation ``kubernetes.io/config.mirror``
     or owner kind Node), pods in ``exclude_namespaces`` (by default the system namespaces and
     ``velero``: the target runs its own), pods that had already finished, pods run by a custom controller
-    unless ``include_custom`` names its resource, and workloads that still have running pods on
-    other nodes. Such a workload is still serving from the healthy nodes and its controller
-    replaces the lost pods there, so it stays unless ``move_partial`` is set: then Deployments,
-    ReplicaSets, Jobs and CronJobs move too, and scale up to the number of pods the dead node ran
-    (not to their full size). StatefulSets never move partially: the ordinals still running would
-    run twice. Pods of other nodes are never touched.
+    unless ``include_custom`` names its resource. Every other workload gets its share
+    (``plan.share``, decided by ``plan.decide``): the part the source cannot run any more. A
+    workload whose share is 0 (the source placed its replicas on live nodes, or policy ``skip``)
+    stays, with the reason; the rest move with their share in ``selected[].share``. The objects
+    of a moved workload that do not move themselves (its ReplicaSets, its pods, its Jobs, its
+    pods on live nodes) are listed in ``left_out`` with the reason. Pods of other nodes are never
+    touched.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabul
     show,
 )
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.options import CustomRef, PlanOptions
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.decide import Decider
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.index import Index
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.share import Share
 
 
 @dataclasses.dataclass
@@ -103,6 +106,8 @@ class _Candidate:
     owner: _Owner
     on_node: list[Obj] = dataclasses.field(default_factory=list)
     elsewhere: dict[str, int] = dataclasses.field(default_factory=dict)  # node -> active pods
+    other_pods: list[Obj] = dataclasses.field(default_factory=list)  # its active pods on other nodes
+    movable: bool = False  # a workload of the node that the share decides (not a DaemonSet, mirror, excluded or finished)
 
 
 @dataclasses.dataclass
@@ -111,7 +116,8 @@ class Selection:
     custom_owners: set[Ref]
     selected: list[dict[str, t.Any]]
     skipped: list[dict[str, t.Any]]
-    partial: dict[Ref, int]  # moved with move_partial: the number of pods to start
+    shares: dict[Ref, Share]  # the share of each selected builtin workload
+    left_out: list[dict[str, t.Any]] = dataclasses.field(default_factory=list)  # related objects that do not move, with the reason
 
 
 def _entry(ref: Ref, index: Index, reason: str, **extra: t.Any) -> dict[str, t.Any]:
@@ -126,29 +132,47 @@ def _pod_list(pods: t.Sequence[Obj]) -> str:
     return ("pod " if len(names) == 1 else "pods ") + shown
 
 
-def select(index: Index, node: str, options: PlanOptions, include_custom: list[CustomRef]) -> Selection:
-    cache: dict[tuple[str, str, str, str], _Owner] = {}
-    candidates: dict[Ref, _Candidate] = {}
-    on_node_owners: set[Ref] = set()
+class Owners:
+    """The workload a pod belongs to, by its controller references in the backup (cached)."""
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.cache: dict[tuple[str, str, str, str], _Owner] = {}
+
+    def of(self, pod: Obj) -> _Owner:
+        return _resolve(pod, self.index, self.cache)
+
+
+def candidates(index: Index, node: str, options: PlanOptions) -> dict[Ref, _Candidate]:
+    """The workloads that had pods on ``node`` (every outcome), with their pods there and elsewhere."""
+    owners = Owners(index)
+    found: dict[Ref, _Candidate] = {}
     pods = index.kind(POD)
     for pod in pods:
         bound = (pod.get("spec") or {}).get("nodeName") or ""
         if bound == node:
-            owner = _resolve(pod, index, cache)
-            candidates.setdefault(owner.ref, _Candidate(owner)).on_node.append(pod)
-            on_node_owners.add(owner.ref)
+            owner = owners.of(pod)
+            found.setdefault(owner.ref, _Candidate(owner)).on_node.append(pod)
     for pod in pods:  # a second pass: the same workloads' running pods on other nodes
         bound = (pod.get("spec") or {}).get("nodeName") or ""
         if bound and bound != node and pod_active(pod) and controller_ref(pod) is not None:
-            owner = _resolve(pod, index, cache)
-            if owner.ref in on_node_owners:
-                elsewhere = candidates[owner.ref].elsewhere
+            owner = owners.of(pod)
+            if owner.ref in found:
+                elsewhere = found[owner.ref].elsewhere
                 elsewhere[bound] = elsewhere.get(bound, 0) + 1
-
+                found[owner.ref].other_pods.append(pod)
     excluded = set(options.exclude_namespaces)
+    for cand in found.values():
+        cand.movable = cand.owner.outcome == "workload" and cand.owner.ref[2] not in excluded and any(pod_active(p) for p in cand.on_node)
+    return found
+
+
+def select(index: Index, node: str, options: PlanOptions, include_custom: list[CustomRef], decider: Decider) -> Selection:
+    excluded = set(options.exclude_namespaces)
+    found = candidates(index, node, options)
     selection = Selection({}, set(), [], [], {})
-    for ref in sorted(candidates):
-        cand = candidates[ref]
+    for ref in sorted(found):
+        cand = found[ref]
         owner, active = cand.owner, [p for p in cand.on_node if pod_active(p)]
         pods_text = "%s on %s" % (_pod_list(cand.on_node), node)
         names = sorted(meta(p).get("name") for p in cand.on_node)
@@ -184,34 +208,46 @@ def select(index: Index, node: str, options: PlanOptions, include_custom: list[C
                                              pods=names, target_namespace=map_ns(options, top[2])))
             continue
         gk = (ref[0], ref[1])
-        others = sum(cand.elsewhere.values())
-        if others and (gk == STATEFUL_SET or not options.move_partial):
-            why = ("the ordinals still running would run twice" if gk == STATEFUL_SET
-                   else "it keeps serving there and its controller replaces the lost pods; set move_partial to move it anyway")
-            selection.skipped.append(_entry(ref, index, "still has %d pod%s on other nodes (%s): %s"
-                                            % (others, "" if others == 1 else "s", ", ".join(sorted(cand.elsewhere)), why)))
-            continue
         if gk == JOB and _job_finished(index.by_ref.get(ref)):
             selection.skipped.append(_entry(ref, index, "Job already finished"))
             continue
+        share = decider.decide(ref, cand.on_node, cand.elsewhere)
+        if share.moves == 0:
+            selection.skipped.append(_entry(ref, index, share.why, share=share.to_dict()))
+            continue
         reason = ("bare pod (no controller) on %s" % node) if gk == POD else "owns %s" % pods_text
-        if others:
-            reason += " (move_partial: %d more on other nodes stay; starts %d)" % (others, len(active))
-            selection.partial[ref] = len(active)
         selection.workloads[ref] = cand
+        selection.shares[ref] = share
         selection.custom_owners.update(owner.custom_owners)
-        selection.selected.append(_entry(ref, index, reason, pods=names, target_namespace=map_ns(options, ref[2])))
+        selection.selected.append(_entry(ref, index, reason, pods=names, target_namespace=map_ns(options, ref[2]), share=share.to_dict()))
         for middle in owner.chain:
             if (middle[0], middle[1]) == JOB and middle != ref:
-                selection.skipped.append(_entry(middle, index, "created by %s, which moves (suspended until scale-up); its next run "
-                                                               "starts in the target" % show(ref)))
+                selection.left_out.append(_entry(middle, index, "created by %s, which moves (suspended until scale-up); its next run "
+                                                                "starts in the target" % show(ref), workload=show(ref)))
+        _left_out_of(selection, index, ref, cand, share)
     for custom in include_custom:  # include_custom entries that run no pod on the node still move
         for obj in index.by_kind_name.get((custom.kind, custom.namespace, custom.name), []):
             if custom.matches(obj) and ref_of(obj) not in selection.workloads:
                 selection.custom_owners.add(ref_of(obj))
-    selection.selected.sort(key=lambda e: (e["namespace"], e["kind"], e["name"]))
-    selection.skipped.sort(key=lambda e: (e["namespace"], e["kind"], e["name"]))
+    for entries in (selection.selected, selection.skipped, selection.left_out):
+        entries.sort(key=lambda e: (e["namespace"], e["kind"], e["name"]))
     return selection
+
+
+def _left_out_of(selection: Selection, index: Index, ref: Ref, cand: _Candidate, share: Share) -> None:
+    """The moved workload's own objects that do not move: its pods and ReplicaSets, and its pods that stay on live nodes."""
+    workload = show(ref)
+    for middle in cand.owner.chain:
+        if (middle[0], middle[1]) == REPLICA_SET and middle != ref:
+            selection.left_out.append(_entry(middle, index, "owned by %s: its controller makes a new one in the target" % workload,
+                                             workload=workload))
+    for pod in cand.on_node:
+        if ref[1] != "Pod":
+            selection.left_out.append(_entry(ref_of(pod), index, "pod of %s on the dead node: its controller starts the moved share anew "
+                                                                 "in the target" % workload, workload=workload))
+    for pod in cand.other_pods:
+        selection.left_out.append(_entry(ref_of(pod), index, "pod of %s on %s, a live node: it stays with the share the source keeps"
+                                         % (workload, (pod.get("spec") or {}).get("nodeName")), workload=workload))
 
 
 def _job_finished(job: t.Optional[t.Mapping[str, t.Any]]) -> bool:

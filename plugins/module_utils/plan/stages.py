@@ -44,6 +44,9 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.index i
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.select import Selection, map_ns, select
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.closure import Closure, close, containers, pod_templates
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.transform import Transformer
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.decide import Decider
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.live import LiveState
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.share import check_policies
 
 
 def _sort_key(ref: Ref) -> tuple[str, int, str, str, str]:
@@ -59,7 +62,8 @@ def _scale_up(selection: Selection, index: Index, options: PlanOptions) -> list[
         spec = obj.get("spec") or {}
         base = {"kind": ref[1], "api_version": obj.get("apiVersion"), "namespace": map_ns(options, ref[2]), "name": ref[3]}
         if gk in (DEPLOYMENT, REPLICA_SET, STATEFUL_SET):
-            replicas = selection.partial.get(ref, 1 if spec.get("replicas") is None else int(spec["replicas"]))
+            share = selection.shares.get(ref)
+            replicas = share.moves if share is not None else (1 if spec.get("replicas") is None else int(spec["replicas"]))
             if replicas > 0:
                 items.append(dict(base, replicas=replicas, action="scale"))
         elif gk in (JOB, CRON_JOB):
@@ -74,8 +78,12 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build_plan(objects: t.Iterable[t.Mapping[str, t.Any]], failed_node: str, options: PlanOptions) -> dict[str, t.Any]:
+def build_plan(objects: t.Iterable[t.Mapping[str, t.Any]], failed_node: str, options: PlanOptions,
+               live: t.Optional[LiveState] = None) -> dict[str, t.Any]:
     """The migration plan for ``failed_node``'s workloads, from every object of the source backup.
+
+    ``live`` is what the source cluster's API says now (``source_reschedule.observe``): the shares
+    are then decided from it; without it, from the backup (the source does not answer).
 
     Raises ``MigrationError`` for a node the backup does not know (naming those it knows), for
     unusable options and when the namespace map makes two objects one.
@@ -92,7 +100,7 @@ def build_plan(objects: t.Iterable[t.Mapping[str, t.Any]], failed_node: str, opt
             "namespaces of the node's pods (and the cluster-scoped Nodes)",
             known_nodes=nodes,
         )
-    selection = select(index, failed_node, options, include_custom)
+    selection = select(index, failed_node, options, include_custom, Decider(index, failed_node, check_policies(options.share_policy), live))
     closure = close(index, selection, failed_node, options)
     transformer = Transformer(index, closure, selection, failed_node, options)
 
@@ -138,6 +146,9 @@ def build_plan(objects: t.Iterable[t.Mapping[str, t.Any]], failed_node: str, opt
         "options": options.to_dict(),
         "selected": selection.selected,
         "skipped": selection.skipped,
+        "left_out": selection.left_out,
+        "share_basis": live.basis if live is not None else "backup",
+        "share_notes": list(live.notes) if live is not None else [],
         "stages": [{"name": name, "objects": stages[name]} for name in STAGES if stages[name]],
         "scale_up": _scale_up(selection, index, options),
         "local_data": [],

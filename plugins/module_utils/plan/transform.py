@@ -24,8 +24,9 @@ Transforms
     namespaces, NetworkPolicy namespace selectors by ``kubernetes.io/metadata.name``) rewrite
     what they name. Every object carries the label and annotation
     ``migration.hybridcloud.io/run-id``. Workloads start stopped: Deployments, ReplicaSets and
-    StatefulSets at ``replicas: 0`` (annotation ``migration.hybridcloud.io/replicas``: the
-    original), Jobs and CronJobs suspended (annotation ``migration.hybridcloud.io/suspend``), bare
+    StatefulSets at ``replicas: 0`` (annotation ``migration.hybridcloud.io/replicas``: their
+    share, ``plan.share``; a StatefulSet's moved ordinals start at ``spec.ordinals.start``; an
+    autoscaler of a workload that moves in part gets its share of ``minReplicas`` and ``maxReplicas``), Jobs and CronJobs suspended (annotation ``migration.hybridcloud.io/suspend``), bare
     pods behind the scheduling gate ``migration.hybridcloud.io/restore``. ``scale_up`` says how to
     start each (``action``: ``scale``, ``unsuspend`` or ``ungate``).
 """
@@ -46,6 +47,8 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabul
     NAMESPACE_NAME_LABEL,
     NODE_DERIVED_POD_LABELS,
     OWNERS_ANNOTATION,
+    APPLY_ANNOTATION,
+    APPLY_IF_ABSENT,
     REPLICAS_ANNOTATION,
     RUN_ID_KEY,
     SCHEDULING_GATE,
@@ -57,7 +60,9 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabul
     Ref,
     group_of,
     map_image,
+    meta,
 )
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.share import hpa_split
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.options import PlanOptions
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.index import Index
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.select import Selection, map_ns
@@ -231,17 +236,38 @@ class Transformer:
         pass
 
     def _horizontalpodautoscaler(self, obj: Obj, ref: Ref) -> None:
-        pass
+        split = self.hpa_split(obj)
+        if split:
+            obj.setdefault("spec", {}).update(split["target"])
+
+    def hpa_split(self, hpa: t.Mapping[str, t.Any]) -> t.Optional[dict[str, dict[str, int]]]:
+        """The autoscaler's bounds split with its workload's share (None when the workload moves whole)."""
+        spec = hpa.get("spec") or {}
+        target = spec.get("scaleTargetRef") or {}
+        namespace = meta(hpa).get("namespace") or ""
+        for ref, share in self.selection.shares.items():
+            if ref[2] == namespace and ref[1] == target.get("kind") and ref[3] == target.get("name") and share.partial:
+                return hpa_split(int(spec.get("minReplicas") or 1), int(spec.get("maxReplicas") or 1), share.moves, share.of)
+        return None
+
+    def _storageclass(self, obj: Obj, _ref: Ref) -> None:
+        obj["metadata"].setdefault("annotations", {})[APPLY_ANNOTATION] = APPLY_IF_ABSENT
 
     def _deployment(self, obj: Obj, ref: Ref) -> None:
         spec = obj.setdefault("spec", {})
-        self.stop(obj, spec, "replicas")
+        self.stop(obj, spec, "replicas", ref)
         self.template(spec.get("template") or {}, ref)
 
     _replicaset = _deployment
 
     def _statefulset(self, obj: Obj, ref: Ref) -> None:
         self._deployment(obj, ref)
+        share = self.selection.shares.get(ref)
+        if share is not None and share.ordinals_start is not None:
+            if share.ordinals_start:
+                obj["spec"]["ordinals"] = {"start": share.ordinals_start}
+            else:
+                obj["spec"].pop("ordinals", None)
         for template in obj["spec"].get("volumeClaimTemplates") or []:
             template.pop("status", None)
             (template.get("metadata") or {}).pop("creationTimestamp", None)
@@ -251,7 +277,7 @@ class Transformer:
 
     def _job(self, obj: Obj, ref: Ref) -> None:
         spec = obj.setdefault("spec", {})
-        self.stop(obj, spec, "suspend")
+        self.stop(obj, spec, "suspend", ref)
         if not spec.get("manualSelector"):
             spec.pop("selector", None)
             labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
@@ -261,7 +287,7 @@ class Transformer:
 
     def _cronjob(self, obj: Obj, ref: Ref) -> None:
         spec = obj.setdefault("spec", {})
-        self.stop(obj, spec, "suspend")
+        self.stop(obj, spec, "suspend", ref)
         job_template = spec.get("jobTemplate") or {}
         if isinstance(job_template.get("metadata"), dict):
             job_template["metadata"].pop("creationTimestamp", None)
@@ -287,10 +313,11 @@ class Transformer:
         spec["schedulingGates"] = gates + [{"name": SCHEDULING_GATE}]
         self.pod_spec(spec, ref)
 
-    def stop(self, obj: Obj, spec: Obj, field: str) -> None:
+    def stop(self, obj: Obj, spec: Obj, field: str, ref: Ref) -> None:
         annotations = obj["metadata"].setdefault("annotations", {})
+        share = self.selection.shares.get(ref)
         if field == "replicas":
-            original = spec.get("replicas")
+            original = share.moves if share is not None else spec.get("replicas")
             annotations[REPLICAS_ANNOTATION] = str(1 if original is None else original)
             spec["replicas"] = 0
         else:

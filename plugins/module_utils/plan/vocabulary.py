@@ -39,8 +39,9 @@ BUILTIN: dict[GroupKind, tuple[str, int]] = {
     ("rbac.authorization.k8s.io", "RoleBinding"): ("rbac", 4),
     ("", "ConfigMap"): ("config", 0),
     ("", "Secret"): ("config", 1),
-    ("", "PersistentVolume"): ("storage", 0),
-    ("", "PersistentVolumeClaim"): ("storage", 1),
+    ("storage.k8s.io", "StorageClass"): ("storage", 0),
+    ("", "PersistentVolume"): ("storage", 1),
+    ("", "PersistentVolumeClaim"): ("storage", 2),
     ("", "Service"): ("network", 0),
     ("networking.k8s.io", "NetworkPolicy"): ("network", 1),
     ("apps", "Deployment"): ("workloads", 0),
@@ -68,6 +69,11 @@ CONFIG_MAP = ("", "ConfigMap")
 SECRET = ("", "Secret")
 PVC = ("", "PersistentVolumeClaim")
 PV = ("", "PersistentVolume")
+STORAGE_CLASS = ("storage.k8s.io", "StorageClass")
+NO_PROVISIONER = "kubernetes.io/no-provisioner"
+# A manifest with this annotation is created only where the target lacks the object (never taken over).
+APPLY_ANNOTATION = PREFIX + "apply"
+APPLY_IF_ABSENT = "if-absent"
 SERVICE = ("", "Service")
 CRD = ("apiextensions.k8s.io", "CustomResourceDefinition")
 DEPLOYMENT = ("apps", "Deployment")
