@@ -147,6 +147,34 @@ def build_report(
 _WORKLOAD_KINDS = ("Deployment", "StatefulSet", "CronJob", "Job", "Pod", "ReplicaSet")
 
 
+def share_moved(share: t.Optional[t.Mapping[str, t.Any]]) -> str:
+    """What of a workload moved, for people: ``2 of 4``, ``ordinal 0 of 2``, ``all``."""
+    if not share:
+        return "all"
+    if share.get("ordinals"):
+        first = int(share["ordinals"]["start"])
+        last = first + int(share["ordinals"]["count"]) - 1
+        return "ordinal%s %s of %s" % ("" if first == last else "s", first if first == last else "%d..%d" % (first, last), share.get("of"))
+    if int(share.get("of") or 0) > 1:
+        return "%s of %s" % (share.get("moves"), share.get("of"))
+    return "all"
+
+
+def share_stayed(share: t.Optional[t.Mapping[str, t.Any]]) -> str:
+    if not share or not share.get("stays"):
+        return "none"
+    source = share.get("source") or {}
+    text = "%s" % share["stays"]
+    if source.get("ordinals_start") is not None and share.get("ordinals"):
+        text += " (from ordinal %s)" % source["ordinals_start"]
+    autoscaler = share.get("autoscaler") or {}
+    if autoscaler.get("source"):
+        text += "; autoscaler %s: %s..%s in the source, %s..%s in the target" % (
+            autoscaler.get("name"), autoscaler["source"].get("minReplicas"), autoscaler["source"].get("maxReplicas"),
+            autoscaler["target"].get("minReplicas"), autoscaler["target"].get("maxReplicas"))
+    return text
+
+
 def headline(report: t.Mapping[str, t.Any]) -> str:
     """One line: outcome, what moved where, RTO, worst RPO."""
     mark = {"succeeded": "OK", "partial": "PARTIAL", "failed": "FAILED"}[report["outcome"]]
@@ -189,8 +217,9 @@ def render_markdown(report: t.Mapping[str, t.Any]) -> str:
                         ([kind, v["taken_at"] or "none", human_duration(v["seconds"])] for kind, v in report["rpo"].items()))
     if report["workloads"]:
         lines += ["", "## Workloads moved", ""]
-        lines += _table(["kind", "namespace", "name", "why"],
-                        ([w.get("kind"), w.get("namespace", ""), w.get("name"), w.get("reason", "")] for w in report["workloads"]))
+        lines += _table(["kind", "namespace", "name", "moved", "stayed in the source", "why"],
+                        ([w.get("kind"), w.get("namespace", ""), w.get("name"), share_moved(w.get("share")), share_stayed(w.get("share")),
+                          (w.get("share") or {}).get("why") or w.get("reason", "")] for w in report["workloads"]))
     if report["data"]:
         lines += ["", "## Local data", ""]
         lines += _table(["data", "outcome", "bytes", "detail"],

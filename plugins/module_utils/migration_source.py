@@ -21,6 +21,7 @@ import typing as t
 from ansible_collections.hybridcloud.migration.plugins.module_utils import catalog
 from ansible_collections.hybridcloud.migration.plugins.module_utils.catalog_store import CatalogStore, split_s3_location
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.live import LiveState
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.node_backup import attach_node_backup
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.options import PlanOptions
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.stages import build_plan
@@ -128,8 +129,13 @@ def plan_migration(
     replan: bool = False,
     check_mode: bool = False,
     now: dt.datetime | None = None,
+    observe: t.Optional[t.Callable[[list[dict[str, t.Any]]], tuple[t.Optional[LiveState], str]]] = None,
 ) -> dict[str, t.Any]:
-    """The plan of this run: the saved one, or a new one built from the latest backups (then saved)."""
+    """The plan of this run: the saved one, or a new one built from the latest backups (then saved).
+
+    ``observe(objects)`` asks the live source cluster (``source_reschedule.observe_source``); it
+    runs once the backups and the options are found good, so bad input changes nothing.
+    """
     now = now or catalog.utcnow()
     catalog.check_name(cluster, "cluster")
     store.check_bucket()
@@ -164,7 +170,13 @@ def plan_migration(
         warnings += check_freshness("local data of %s" % failed_node, node_entry, max_age, accept_old_backup, now)
 
     objects, reader_warnings = read_velero_objects(store, velero_entry)
-    plan = attach_node_backup(build_plan(objects, failed_node, options), node_entry)
+    options.validate()
+    live = None
+    if observe is not None:
+        live, problem = observe(objects)
+        if problem:
+            warnings.append(problem)
+    plan = attach_node_backup(build_plan(objects, failed_node, options, live), node_entry)
     plan["warnings"] = list(plan.get("warnings", [])) + warnings + reader_warnings
     plan["backups"] = backups_used(velero_entry, node_entry)
     if not check_mode:
@@ -195,3 +207,21 @@ def summarize_plan(plan: t.Mapping[str, t.Any]) -> dict[str, int]:
         "workload_state": len(plan.get("workload_state", [])),
         "warnings": len(plan.get("warnings", [])),
     }
+
+
+def describe_moves(plan: t.Mapping[str, t.Any]) -> list[str]:
+    """One line per moved workload: what moves of it and what stays in the source."""
+    lines = []
+    for item in plan.get("selected") or []:
+        share = item.get("share") or {}
+        line = "%s/%s" % (item.get("kind"), item.get("name"))
+        if share.get("ordinals"):
+            ordinals = share["ordinals"]
+            first, last = ordinals["start"], ordinals["start"] + ordinals["count"] - 1
+            line += " ordinal%s %s of %d" % ("" if first == last else "s", first if first == last else "%d..%d" % (first, last), share["of"])
+        elif int(share.get("of") or 0) > 1:
+            line += " %d of %d replicas" % (share["moves"], share["of"])
+        if share.get("stays"):
+            line += " (%d stay%s in the source)" % (share["stays"], "s" if share["stays"] == 1 else "")
+        lines.append(line)
+    return lines

@@ -16,12 +16,16 @@ decides what runs:
     ``migration.hybridcloud.io/cordoned-by``) unless someone cordoned it before. No NoExecute
     taint: it would also evict the node's DaemonSet pods (network, kube-proxy) once it is back,
     and cordon's ``node.kubernetes.io/unschedulable:NoSchedule`` taint already keeps new pods off.
-    Workloads moved partially (``move_partial``) keep their other replicas serving and are left
-    alone; bare pods have nothing to scale (the node controller's NoExecute eviction deletes them
-    from a NotReady node): both are reported, not fenced.
+    A workload that moved in part (its share, ``plan.share``) is scaled down by that share, not
+    to 0: the source keeps serving the rest. A StatefulSet whose moved ordinals are at the bottom
+    of its range also gets ``spec.ordinals.start`` past them (recorded in ``source-ordinals``), and
+    an autoscaler of a workload that moved in part keeps its part of ``minReplicas``/``maxReplicas``
+    (recorded in ``source-autoscaler``), so it cannot scale the moved share back. Bare pods have
+    nothing to scale (the out-of-service taint or the node controller deletes them): reported, not fenced.
 ``released``
-    The recorded replicas (suspend) come back, the annotations go, the node is uncordoned when
-    this run cordoned it, and the pods are awaited. A workload fenced by another run is left.
+    The recorded replicas (suspend, ordinals, autoscaler bounds) come back, the annotations go,
+    the node is uncordoned when this run cordoned it and its out-of-service taint is removed when
+    this run's plan added it (once the node is Ready), and the pods are awaited. A workload fenced by another run is left.
 ``absent``
     The run's workloads, their PodDisruptionBudgets and HorizontalPodAutoscalers, and the local
     PersistentVolumes (``local`` or ``hostPath``) with their claims are deleted, but only objects
@@ -36,11 +40,14 @@ through ``ordered_restore.Cluster``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import typing as t
 from urllib.parse import quote
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.live import node_ready
+from ansible_collections.hybridcloud.migration.plugins.module_utils.source_reschedule import untaint_patch
 from ansible_collections.hybridcloud.migration.plugins.module_utils.ordered_restore import (
     REPLICA_KINDS,
     SUSPEND_KINDS,
@@ -55,12 +62,15 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabul
 
 SOURCE_REPLICAS = PREFIX + "source-replicas"
 SOURCE_SUSPEND = PREFIX + "source-suspend"
+SOURCE_ORDINALS = PREFIX + "source-ordinals"
+SOURCE_AUTOSCALER = PREFIX + "source-autoscaler"
 MOVED_TO = PREFIX + "moved-to"
 CORDONED_BY = PREFIX + "cordoned-by"
 FIELD_MANAGER = "hybridcloud.migration-fence"
 MERGE_PATCH = "application/merge-patch+json"
 STATES = ("fenced", "released", "absent")
 SIDES = ("source", "target")
+AUTOSCALER = "HorizontalPodAutoscaler"
 WORKLOAD_KINDS = frozenset(REPLICA_KINDS) | frozenset(SUSPEND_KINDS) | {"Pod"}
 # Deleted with state=absent besides the workloads (they only make sense with them).
 POLICY_KINDS = frozenset(("PodDisruptionBudget", "HorizontalPodAutoscaler"))
@@ -80,6 +90,9 @@ class Workload:
     name: str
     replicas: t.Optional[int] = None  # what it ran before the move (the plan's scale_up)
     skip: str = ""  # why it is not fenced or released
+    keep: int = 0  # replicas the source keeps (its share stays there); 0 when it moved whole
+    ordinals_start: t.Optional[int] = None  # StatefulSet: the source's first ordinal once fenced (None: unchanged)
+    bounds: t.Optional[t.Mapping[str, int]] = None  # autoscaler: minReplicas and maxReplicas the source keeps
 
     @property
     def ident(self) -> ObjectId:
@@ -104,13 +117,19 @@ def workloads_of(plan: t.Mapping[str, t.Any], side: str) -> list[Workload]:
         planned = scale.get((kind, target_ns, str(item.get("name"))), {})
         replicas = planned.get("replicas") if kind in REPLICA_KINDS else None
         default_version = REPLICA_KINDS.get(kind) or SUSPEND_KINDS.get(kind) or "v1"
+        share = item.get("share") if isinstance(item.get("share"), dict) else {}
+        kept = (share.get("source") or {}) if side == "source" else {}
         skip = ""
         if kind == "Pod":
             skip = "a bare pod: nothing to scale (a NotReady node's pods are evicted by the node controller; delete it by hand if it stays)"
-        elif side == "source" and "move_partial:" in str(item.get("reason") or ""):
-            skip = "moved partially: its other replicas keep serving in this cluster, so it is not scaled (the cordon keeps new pods off the node)"
+        start = kept.get("ordinals_start")
         found.append(Workload(kind, str(item.get("api_version") or default_version), namespace, str(item.get("name") or ""),
-                              int(replicas) if replicas is not None else None, skip))
+                              int(replicas) if replicas is not None else None, skip, int(kept.get("replicas") or 0),
+                              int(start) if start is not None and kind == "StatefulSet" else None))
+        autoscaler = share.get("autoscaler") if isinstance(share.get("autoscaler"), dict) else None
+        if autoscaler and side == "source" and autoscaler.get("source"):
+            found.insert(len(found) - 1, Workload(AUTOSCALER, "autoscaling/v2", namespace, str(autoscaler.get("name") or ""),
+                                                  bounds=dict(autoscaler["source"])))
     return found
 
 
@@ -131,14 +150,28 @@ def fence_patch(workload: Workload, live: t.Mapping[str, t.Any], moved_to: str) 
     spec = live.get("spec") or {}
     patch_annotations: dict[str, str] = {}
     patch_spec: dict[str, t.Any] = {}
-    if workload.kind in REPLICA_KINDS:
+    if workload.kind == AUTOSCALER:
+        bounds = workload.bounds or {}
+        value = annotations.get(SOURCE_AUTOSCALER)
+        if value is None:
+            value = json.dumps({k: spec.get(k) for k in ("minReplicas", "maxReplicas")}, sort_keys=True)
+            patch_annotations[SOURCE_AUTOSCALER] = value
+        patch_spec.update({k: v for k, v in bounds.items() if spec.get(k) != v})
+        value = json.loads(value)
+    elif workload.kind in REPLICA_KINDS:
         current = 1 if spec.get("replicas") is None else int(spec["replicas"])
         recorded: t.Any = annotations.get(SOURCE_REPLICAS)
         if recorded is None:
-            recorded = str(current if current > 0 or workload.replicas is None else workload.replicas)
+            recorded = str(current if current > workload.keep or workload.replicas is None else workload.replicas + workload.keep)
             patch_annotations[SOURCE_REPLICAS] = recorded
-        if current != 0:
-            patch_spec["replicas"] = 0
+        if current != workload.keep:
+            patch_spec["replicas"] = workload.keep
+        if workload.ordinals_start is not None:
+            start = int((spec.get("ordinals") or {}).get("start") or 0)
+            if SOURCE_ORDINALS not in annotations:
+                patch_annotations[SOURCE_ORDINALS] = str((spec.get("ordinals") or {}).get("start", ""))
+            if start != workload.ordinals_start:
+                patch_spec["ordinals"] = {"start": workload.ordinals_start}
         value: t.Any = int(recorded)
     else:
         current_suspend = bool(spec.get("suspend"))
@@ -163,6 +196,15 @@ def release_patch(workload: Workload, live: t.Mapping[str, t.Any], moved_to: str
     """(merge patch or None, the value it returns to, a note) to undo ``fence_patch``."""
     annotations = _annotations(live)
     spec = live.get("spec") or {}
+    if workload.kind == AUTOSCALER:
+        if SOURCE_AUTOSCALER not in annotations:
+            return None, None, "not fenced (released already, or never fenced)"
+        try:
+            bounds = {k: v for k, v in json.loads(annotations[SOURCE_AUTOSCALER]).items() if v is not None}
+        except ValueError:
+            raise MigrationError("%s has %s %r, not JSON" % (workload.ident, SOURCE_AUTOSCALER, annotations[SOURCE_AUTOSCALER]),
+                                 'set it to the bounds it should have, like {"minReplicas": 2, "maxReplicas": 8}, then run again') from None
+        return {"metadata": {"annotations": {SOURCE_AUTOSCALER: None}}, "spec": bounds}, bounds, ""
     key = SOURCE_REPLICAS if workload.kind in REPLICA_KINDS else SOURCE_SUSPEND
     field = "replicas" if workload.kind in REPLICA_KINDS else "suspend"
     if key not in annotations:
@@ -178,7 +220,12 @@ def release_patch(workload: Workload, live: t.Mapping[str, t.Any], moved_to: str
                                  "set the annotation to the replicas it should run, then run again") from None
     else:
         value = str(annotations[key]).strip().lower() == "true"
-    return {"metadata": {"annotations": {key: None, MOVED_TO: None}}, "spec": {field: value}}, value, ""
+    patch: Obj = {"metadata": {"annotations": {key: None, MOVED_TO: None}}, "spec": {field: value}}
+    if SOURCE_ORDINALS in annotations:
+        recorded = str(annotations[SOURCE_ORDINALS]).strip()
+        patch["metadata"]["annotations"][SOURCE_ORDINALS] = None
+        patch["spec"]["ordinals"] = {"start": int(recorded)} if recorded.isdigit() else None
+    return patch, value, ""
 
 
 def cordon_patch(node: t.Mapping[str, t.Any], moved_to: str) -> tuple[t.Optional[Obj], str]:
@@ -306,12 +353,16 @@ class MovedWorkloads:
             if live is None:
                 result.update(action="absent", note="not in this cluster")
                 return result
-            field = "replicas" if workload.kind in REPLICA_KINDS else "suspend"
-            result["before"] = (live.get("spec") or {}).get(field, 1 if field == "replicas" else False)
+            field = "replicas" if workload.kind in REPLICA_KINDS else ("bounds" if workload.kind == AUTOSCALER else "suspend")
+            spec = live.get("spec") or {}
+            result["before"] = ({k: spec.get(k) for k in ("minReplicas", "maxReplicas")} if field == "bounds"
+                                else spec.get(field, 1 if field == "replicas" else False))
             if state == "fenced":
                 patch, value = fence_patch(workload, live, self.settings.moved_to)
                 result["recorded"] = value
-                result[field] = 0 if field == "replicas" else True
+                result[field] = {"replicas": workload.keep, "bounds": dict(workload.bounds or {}), "suspend": True}[field]
+                if workload.ordinals_start is not None:
+                    result["ordinals_start"] = workload.ordinals_start
             else:
                 patch, value, note = release_patch(workload, live, self.settings.moved_to)
                 result[field] = value
@@ -322,7 +373,7 @@ class MovedWorkloads:
                 after = self._patch(ref.path(workload.namespace, workload.name), patch)
             result["action"] = state if patch is not None else "unchanged"
             if self.settings.wait and not self.settings.check_mode:
-                if state == "fenced":
+                if state == "fenced" and field != "bounds":
                     self._wait_stopped(workload, after)
                 elif field == "replicas" and "note" not in result:
                     self._wait_available(ref, workload, int(value), after)
@@ -334,13 +385,15 @@ class MovedWorkloads:
         return result
 
     def _wait_stopped(self, workload: Workload, live: Obj) -> None:
-        """Until no pod of the workload is left (terminating ones count: they may still write)."""
+        """Until no more pods of the workload are left than the source keeps (terminating ones count: they may still write)."""
         if workload.kind == "CronJob":
             return  # suspended: no new Jobs; a running Job finishes
         selector = selector_of(live)
         if not selector:
             return
-        self._until("the pods of %s (%s) to be gone" % (workload.ident, selector), lambda: not self._pods(workload.namespace, selector))
+        what = "the pods of %s (%s) to be gone" % (workload.ident, selector) if not workload.keep else \
+            "%s (%s) to be down to the %d pods the source keeps" % (workload.ident, selector, workload.keep)
+        self._until(what, lambda: len(self._pods(workload.namespace, selector)) <= workload.keep)
 
     def _wait_available(self, ref: t.Any, workload: Workload, replicas: int, live: Obj) -> None:
         target = ScaleTarget(workload.ident, "replicas", replicas)
@@ -358,7 +411,7 @@ class MovedWorkloads:
         self._until("%s to have %d pods available" % (workload.ident, replicas), ready)
 
     # -- the node -----------------------------------------------------------------------------
-    def node(self, name: str, cordon: bool) -> dict[str, t.Any]:
+    def node(self, name: str, cordon: bool, run_id: str = "") -> dict[str, t.Any]:
         result: dict[str, t.Any] = {"name": name}
         try:
             ref = self.cluster.resolve("v1", "Node")
@@ -367,6 +420,15 @@ class MovedWorkloads:
                 result.update(action="absent", note="no such node in this cluster")
                 return result
             patch, note = cordon_patch(live, self.settings.moved_to) if cordon else uncordon_patch(live, self.settings.moved_to)
+            if not cordon and run_id:  # the out-of-service taint goes once the node is back (Ready)
+                untaint, taint_note = untaint_patch(live, run_id)
+                if untaint is not None and node_ready(live):
+                    patch = _merged(patch or {}, untaint)
+                    result["out_of_service"] = "removed"
+                elif untaint is not None:
+                    result["out_of_service"] = "kept: the node is not Ready yet"
+                elif taint_note != "not marked out of service":
+                    result["out_of_service"] = taint_note
             if patch is not None:
                 self._patch(ref.path("", name), patch)
             result["action"] = ("cordoned" if cordon else "uncordoned") if patch is not None else "unchanged"
@@ -415,6 +477,14 @@ class MovedWorkloads:
         return results
 
 
+def _merged(first: Obj, second: Obj) -> Obj:
+    """Two merge patches as one (nested mappings merged, the second wins)."""
+    merged = dict(first)
+    for key, value in second.items():
+        merged[key] = _merged(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
 def failed_items(results: t.Sequence[t.Mapping[str, t.Any]]) -> list[str]:
     return ["%s %s: %s" % (r.get("kind"), "/".join(p for p in (r.get("namespace"), r.get("name")) if p), r.get("error", ""))
             for r in results if r.get("action") == "failed"]
@@ -439,7 +509,7 @@ def run(cluster: Cluster, plan: t.Mapping[str, t.Any], state: str, side: str, no
         objects = worker.fence(workloads)
     elif state == "released":
         if node:  # first, so the pods can be scheduled on it again
-            node_result = worker.node(node, cordon=False)
+            node_result = worker.node(node, cordon=False, run_id=run_id)
         objects = worker.release(workloads)
     else:
         objects = worker.remove(plan, run_id)

@@ -23,7 +23,11 @@ import typing as t
 from urllib.parse import quote
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
+from ansible_collections.hybridcloud.migration.plugins.module_utils.k8s_client import K8sSettings, make_k8s_client
 from ansible_collections.hybridcloud.migration.plugins.module_utils.ordered_restore import ApiError, Cluster
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.index import Index
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.options import PlanOptions
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.select import watch_list
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.live import LiveState, live_nodes, node_ready, placement, pod_alive
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabulary import PREFIX, selector_matches
 
@@ -199,3 +203,25 @@ class SourceReschedule:
         if not self.settings.check_mode:
             self._patch_node(patch)
         return {"name": self.settings.failed_node, "action": "untainted"}
+
+
+def observe_source(source: K8sSettings, settings: RescheduleSettings, objects: t.Sequence[t.Mapping[str, t.Any]],
+                   options: PlanOptions) -> tuple[t.Optional[LiveState], str]:
+    """(live state, "") when the source answers; (None, a warning) when it does not, so the share comes from the backup."""
+    index = Index(objects)
+    refs, owner_of = watch_list(index, settings.failed_node, options)
+    try:
+        cluster = Cluster(make_k8s_client(source), request_timeout=15, workers=1)
+        return SourceReschedule(cluster, settings).observe(refs, owner_of), ""
+    except MigrationError as err:
+        if "Node %s is not in the source cluster" % settings.failed_node in err.problem:
+            raise
+        return None, "The source cluster did not answer (%s): the share of each workload is what the backup saw on %s" % (
+            err.problem, settings.failed_node)
+    except ApiError as err:
+        if err.status != 0:
+            raise MigrationError("The source cluster refused a request while deciding the shares: %s" % err,
+                                 "the source kubeconfig needs get and list on nodes, pods and workloads and patch on nodes; "
+                                 "fix it and run again (nothing was moved yet)") from err
+        return None, "The source cluster did not answer (%s): the share of each workload is what the backup saw on %s" % (
+            err, settings.failed_node)

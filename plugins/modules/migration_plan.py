@@ -14,7 +14,8 @@ description:
     entry (local data, checkpoints), and streams the Velero tarballs straight from S3, checked against their recorded sha256,
     so the target cluster needs no Velero.
   - "Builds the plan: the pods bound to the node and their owners (ReplicaSet to Deployment, StatefulSet, Job to CronJob, bare
-    pods), leaving out DaemonSets, static pods and workloads still running elsewhere (each with the reason); the objects they
+    pods), leaving out DaemonSets and static pods (each with the reason), and the share of each workload that moves (see
+    O(share_policy)); the objects they
     depend on (namespaces, CRDs, ServiceAccounts and RBAC, ConfigMaps, Secrets, PVCs and PVs, Services, NetworkPolicies,
     PodDisruptionBudgets, HPAs); the transforms (server-set fields stripped, local PVs re-homed to O(target_node), pins to the
     dead node dropped, storage class, image registry and namespace maps, workloads held at 0 replicas); the stages in
@@ -22,6 +23,16 @@ description:
   - Saves the plan as JSON under C(<plans_prefix>/<cluster>/<run_id>/plan.json). A re-run with the same O(run_id) returns the
     saved plan unchanged (so an interrupted migration resumes with the plan it started with) unless O(replan=true).
   - Refuses when there is no complete backup, and when a backup is older than O(max_backup_age) unless O(accept_old_backup=true).
+  - "The share: the scheduler spreads replicas over nodes, so the dead node usually ran only part of a workload. With O(source)
+    and a source cluster that answers, the node is first marked out of service (the taint
+    C(node.kubernetes.io/out-of-service=nodeshutdown:NoExecute) of Kubernetes' non-graceful node shutdown: its pods are
+    force-deleted and replaced at once, instead of after the 300 s toleration), the source gets O(reschedule_grace) to place the
+    replacements, and what it could not place is the share that moves: Deployment and ReplicaSet replicas, StatefulSet ordinals
+    (a range at one end, through C(spec.ordinals.start)), Jobs and CronJobs whole. Without an answer, the share is what the backup
+    saw on the node. Each C(selected) entry says in C(share) what moves, what stays and why; C(left_out) lists the related
+    objects that do not move, with the reason."
+  - In check mode nothing is tainted and nothing waited for; the share is estimated from the pods' state and the live nodes'
+    free capacity (requests against allocatable, taints, node selectors and node affinity).
 author:
   - hybridcloud.migration developers (@hybridcloud)
 options:
@@ -62,12 +73,29 @@ options:
     description: Build and save a new plan even when this run id has one.
     type: bool
     default: false
-  move_partial:
+  share_policy:
     description:
-      - Also move Deployments, ReplicaSets, Jobs and CronJobs that still run pods on other nodes, scaled to what the failed node ran.
-        StatefulSets never move partially.
+      - What moves of a workload that had pods on the failed node, per kind (V(Deployment)) or per workload
+        (V(StatefulSet/shop/db)); a workload's annotation C(migration.hybridcloud.io/share-policy) comes between the two.
+      - V(share) (the default for every kind) moves the share the source cannot run; V(whole) moves every replica and the
+        source keeps none; V(skip) moves nothing.
+    type: dict
+    default: {}
+  source:
+    description:
+      - How to reach the source cluster's API server (the options of the C(hybridcloud.migration.kubernetes) fragment:
+        C(kubeconfig), C(context), C(host), C(api_key), C(validate_certs), C(ca_cert), C(client_cert), C(client_key)).
+      - When given and it answers, the shares are decided from the live source (see the description); when it does not answer,
+        from the backup, with a warning. Leave it out when the source site is down.
+    type: dict
+  reschedule_grace:
+    description: How long the source gets to place the dead node's replacement pods before what is left is the share (V(20s), V(1m)).
+    type: str
+    default: 20s
+  out_of_service:
+    description: Mark the failed node out of service in the source (only when it is not Ready). V(false) waits for the source as it is.
     type: bool
-    default: false
+    default: true
   storage_class_map:
     description: Source storage class name to target storage class name.
     type: dict
@@ -121,6 +149,11 @@ EXAMPLES = r"""
     max_backup_age: 1d
     image_registry_map:
       registry.onprem.example.net/: 123456789012.dkr.ecr.eu-central-1.amazonaws.com/
+    source:
+      kubeconfig: /etc/hybridcloud/onprem.kubeconfig
+    reschedule_grace: 30s
+    share_policy:
+      StatefulSet/shop/ledger: skip
   register: migration
 
 - name: Show what moves
@@ -142,6 +175,12 @@ reused:
   description: Whether the plan saved earlier for this run id was returned.
   returned: success
   type: bool
+moves:
+  description: One line per moved workload, with its share (replicas or ordinals) and what stays in the source.
+  returned: success
+  type: list
+  elements: str
+  sample: ["Deployment/web 2 of 4 replicas (2 stay in the source)", "StatefulSet/db ordinal 0 of 2 (1 stays in the source)"]
 summary:
   description: Counts at a glance.
   returned: success
@@ -151,12 +190,15 @@ summary:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.hybridcloud.migration.plugins.module_utils.catalog import parse_age
 from ansible_collections.hybridcloud.migration.plugins.module_utils.catalog_store import CatalogStore
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
-from ansible_collections.hybridcloud.migration.plugins.module_utils.migration_source import plan_migration, summarize_plan
+from ansible_collections.hybridcloud.migration.plugins.module_utils.migration_source import describe_moves, plan_migration, summarize_plan
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.options import PlanOptions
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabulary import DEFAULT_EXCLUDED_NAMESPACES
+from ansible_collections.hybridcloud.migration.plugins.module_utils.k8s_client import K8S_ARG_SPEC, K8sSettings
 from ansible_collections.hybridcloud.migration.plugins.module_utils.s3_client import S3_ARG_SPEC, S3Settings, make_s3_client
+from ansible_collections.hybridcloud.migration.plugins.module_utils.source_reschedule import RescheduleSettings, observe_source
 
 
 def main() -> None:
@@ -173,7 +215,10 @@ def main() -> None:
         accept_old_backup=dict(type="bool", default=False),
         require_node_backup=dict(type="bool", default=True),
         replan=dict(type="bool", default=False),
-        move_partial=dict(type="bool", default=False),
+        share_policy=dict(type="dict", default={}),
+        source=dict(type="dict", options=K8S_ARG_SPEC),
+        reschedule_grace=dict(type="str", default="20s"),
+        out_of_service=dict(type="bool", default=True),
         storage_class_map=dict(type="dict", default={}),
         image_registry_map=dict(type="dict", default={}),
         namespace_map=dict(type="dict", default={}),
@@ -187,17 +232,26 @@ def main() -> None:
         settings = S3Settings.from_params(params)
         store = CatalogStore(make_s3_client(settings), settings, params["bucket"], params["prefix"])
         options = PlanOptions.from_params(dict(params, source_cluster=params["cluster"]))
+        grace = parse_age(params["reschedule_grace"], "reschedule_grace")
+        observe = None
+        if params["source"]:
+            source = K8sSettings.from_params(params["source"])
+            reschedule = RescheduleSettings(params["failed_node"], params["run_id"], params["out_of_service"], float(grace or 0),
+                                            check_mode=module.check_mode)
+
+            def observe(objects):
+                return observe_source(source, reschedule, objects, options)
         result = plan_migration(
             store, params["cluster"], params["failed_node"], options,
             plans_prefix=params["plans_prefix"], max_backup_age=params["max_backup_age"],
             accept_old_backup=params["accept_old_backup"], require_node_backup=params["require_node_backup"],
-            replan=params["replan"], check_mode=module.check_mode,
+            replan=params["replan"], check_mode=module.check_mode, observe=observe,
         )
     except MigrationError as err:
         module.fail_json(**err.fail_json_kwargs())
     for warning in result["plan"].get("warnings", []):
         module.warn(warning)
-    module.exit_json(summary=summarize_plan(result["plan"]), **result)
+    module.exit_json(summary=summarize_plan(result["plan"]), moves=describe_moves(result["plan"]), **result)
 
 
 if __name__ == "__main__":

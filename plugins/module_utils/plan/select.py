@@ -167,6 +167,19 @@ def candidates(index: Index, node: str, options: PlanOptions) -> dict[Ref, _Cand
     return found
 
 
+def watch_list(index: Index, node: str, options: PlanOptions) -> tuple[list[Ref], t.Callable[[t.Mapping[str, t.Any]], t.Optional[Ref]]]:
+    """What the live source must be asked about: the workloads whose share is decided, and a pod -> workload map."""
+    found = candidates(index, node, options)
+    wanted = sorted(ref for ref, cand in found.items() if cand.movable)
+    owners = Owners(index)
+
+    def owner_of(pod: t.Mapping[str, t.Any]) -> t.Optional[Ref]:
+        owner = owners.of(t.cast(Obj, pod))
+        return owner.ref if owner.outcome == "workload" and owner.ref in found and found[owner.ref].movable else None
+
+    return wanted, owner_of
+
+
 def select(index: Index, node: str, options: PlanOptions, include_custom: list[CustomRef], decider: Decider) -> Selection:
     excluded = set(options.exclude_namespaces)
     found = candidates(index, node, options)

@@ -25,6 +25,7 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabul
     CONFIG_MAP,
     CRON_JOB,
     DEPLOYMENT,
+    HPA,
     JOB,
     POD,
     REPLICA_SET,
@@ -34,6 +35,7 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabul
     STATEFUL_SET,
     Obj,
     Ref,
+    group_of,
     gk,
     known_nodes,
     meta,
@@ -46,7 +48,7 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.closure
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.transform import Transformer
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.decide import Decider
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.live import LiveState
-from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.share import check_policies
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.share import HPA_RULE, check_policies, hpa_split
 
 
 def _sort_key(ref: Ref) -> tuple[str, int, str, str, str]:
@@ -123,6 +125,7 @@ def build_plan(objects: t.Iterable[t.Mapping[str, t.Any]], failed_node: str, opt
         stage = BUILTIN.get((ref[0], ref[1]), ("custom", 0))[0]
         stages[stage].append(manifest)
 
+    _autoscaler_shares(index, closure, selection)
     warnings = list(closure.warnings)
     if not selection.workloads:
         on_node = sum(1 for pod in index.kind(POD) if (pod.get("spec") or {}).get("nodeName") == failed_node)
@@ -155,6 +158,20 @@ def build_plan(objects: t.Iterable[t.Mapping[str, t.Any]], failed_node: str, opt
         "workload_state": [],
         "warnings": unique(warnings),
     }
+
+
+def _autoscaler_shares(index: Index, closure: Closure, selection: Selection) -> None:
+    """The split of each carried autoscaler whose workload moves in part, in that workload's ``share`` (the fence applies it)."""
+    entries = {(e["kind"], e["namespace"], e["name"]): e for e in selection.selected}
+    for ref in sorted(r for r in closure.refs if (r[0], r[1]) == HPA):
+        spec = (index.by_ref[ref].get("spec") or {})
+        target = spec.get("scaleTargetRef") or {}
+        entry = entries.get((target.get("kind"), ref[2], target.get("name")))
+        share = selection.shares.get((group_of(str(target.get("apiVersion") or "")), str(target.get("kind")), ref[2], str(target.get("name"))))
+        if entry is None or share is None or not share.partial:
+            continue
+        split = hpa_split(int(spec.get("minReplicas") or 1), int(spec.get("maxReplicas") or 1), share.moves, share.of)
+        entry["share"]["autoscaler"] = dict(split, name=ref[3], rule=HPA_RULE)
 
 
 def unique(items: t.Iterable[str]) -> list[str]:

@@ -23,7 +23,11 @@ def plan(**extra):
             {"kind": "StatefulSet", "api_version": "apps/v1", "namespace": "shop", "name": "db", "reason": "owns pod shop/db-0 on w1"},
             {"kind": "CronJob", "api_version": "batch/v1", "namespace": "shop", "name": "report", "reason": "owns job"},
             {"kind": "Deployment", "api_version": "apps/v1", "namespace": "shop", "name": "api",
-             "reason": "owns pod shop/api-1 on w1 (move_partial: 2 more on other nodes stay; starts 1)"},
+             "reason": "owns pod shop/api-1 on w1",
+             "share": {"policy": "share", "basis": "source", "moves": 1, "of": 3, "stays": 2, "why": "1 of its 3 replicas ran on w1",
+                       "source": {"replicas": 2},
+                       "autoscaler": {"name": "api", "source": {"minReplicas": 1, "maxReplicas": 4},
+                                      "target": {"minReplicas": 1, "maxReplicas": 2}}}},
             {"kind": "Pod", "api_version": "v1", "namespace": "shop", "name": "lonely", "reason": "bare pod"},
             {"kind": "ConfigMap", "api_version": "v1", "namespace": "shop", "name": "settings", "reason": "used"},
         ],
@@ -70,10 +74,13 @@ def workload(kind="Deployment", replicas=3):
 # -- which workloads ---------------------------------------------------------------------------
 def test_the_source_side_uses_the_source_namespaces_and_the_planned_replicas():
     found = {(w.kind, w.name): w for w in mw.workloads_of(plan(), "source")}
-    assert set(found) == {("Deployment", "web"), ("StatefulSet", "db"), ("CronJob", "report"), ("Deployment", "api"), ("Pod", "lonely")}
+    assert set(found) == {("Deployment", "web"), ("StatefulSet", "db"), ("CronJob", "report"), ("Deployment", "api"), ("Pod", "lonely"),
+                          ("HorizontalPodAutoscaler", "api")}
     assert found[("Deployment", "web")].namespace == "shop" and found[("Deployment", "web")].replicas == 3
     assert found[("CronJob", "report")].replicas is None and not found[("CronJob", "report")].skip
-    assert "moved partially" in found[("Deployment", "api")].skip
+    assert found[("Deployment", "api")].keep == 2 and not found[("Deployment", "api")].skip  # its share moved, the rest stays
+    assert found[("HorizontalPodAutoscaler", "api")].bounds == {"minReplicas": 1, "maxReplicas": 4}
+    assert found[("Deployment", "web")].keep == 0  # moved whole
     assert "bare pod" in found[("Pod", "lonely")].skip
 
 
