@@ -43,6 +43,7 @@ import typing as t
 from urllib.parse import quote
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabulary import APPLY_ANNOTATION, APPLY_IF_ABSENT
 
 try:
     import kubernetes.client.exceptions
@@ -948,6 +949,12 @@ class Restorer(_ClusterWork):
 
     def _apply_one(self, item: _Item) -> None:
         if self._unreachable.is_set() or item.ref is None:
+            return
+        annotations = (item.manifest.get("metadata") or {}).get("annotations") or {}
+        if item.before is not None and annotations.get(APPLY_ANNOTATION) == APPLY_IF_ABSENT:
+            item.live = item.before  # the target's own object: never taken over
+            item.result.action = "unchanged"
+            item.result.note = "the target has its own: left as it is (%s: %s)" % (APPLY_ANNOTATION, APPLY_IF_ABSENT)
             return
         manifest, note = keep_live_scale(item.manifest, item.before)
         manifest, image_note = keep_checkpoint_images(manifest, item.before)

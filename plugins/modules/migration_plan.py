@@ -83,11 +83,40 @@ options:
     default: {}
   source:
     description:
-      - How to reach the source cluster's API server (the options of the C(hybridcloud.migration.kubernetes) fragment:
-        C(kubeconfig), C(context), C(host), C(api_key), C(validate_certs), C(ca_cert), C(client_cert), C(client_key)).
+      - How to reach the source cluster's API server, with the names and C(K8S_AUTH_*) fallbacks of M(kubernetes.core.k8s).
       - When given and it answers, the shares are decided from the live source (see the description); when it does not answer,
         from the backup, with a warning. Leave it out when the source site is down.
+      - It needs get and list on nodes, pods, Deployments, ReplicaSets, StatefulSets, Jobs and CronJobs, and patch on nodes.
     type: dict
+    suboptions:
+      kubeconfig:
+        description: Path to the source cluster's kubeconfig, or the kubeconfig itself as a dictionary.
+        type: raw
+      context:
+        description: Context of the kubeconfig to use.
+        type: str
+      host:
+        description: URL of the API server, to use instead of a kubeconfig (with O(source.api_key) or O(source.client_cert)).
+        type: str
+      api_key:
+        description: Bearer token for the API server.
+        type: str
+      validate_certs:
+        description: Check the API server's certificate.
+        type: bool
+        aliases: [verify_ssl]
+      ca_cert:
+        description: CA certificate the API server's certificate must chain to.
+        type: path
+        aliases: [ssl_ca_cert]
+      client_cert:
+        description: Client certificate to authenticate with.
+        type: path
+        aliases: [cert_file]
+      client_key:
+        description: Key of O(source.client_cert).
+        type: path
+        aliases: [key_file]
   reschedule_grace:
     description: How long the source gets to place the dead node's replacement pods before what is left is the share (V(20s), V(1m)).
     type: str

@@ -14,14 +14,20 @@ description:
     CronJobs and Jobs) in one cluster, so that a workload never runs in two clusters at once.
   - With O(state=fenced), each workload records what it ran in the annotations C(migration.hybridcloud.io/source-replicas)
     (CronJobs and Jobs C(migration.hybridcloud.io/source-suspend)) and C(migration.hybridcloud.io/moved-to) (O(moved_to)),
-    and is scaled to 0 (suspended). The record is written once; a re-run never replaces it, and a workload found at 0 without
-    a record gets the plan's replicas. O(node) is cordoned, with the annotation C(migration.hybridcloud.io/cordoned-by), unless
+    and is scaled down by the share that moved (its C(share) in the plan; to 0, or suspended, when it moved whole). A
+    StatefulSet whose moved ordinals were at the bottom of its range gets C(spec.ordinals.start) past them
+    (C(migration.hybridcloud.io/source-ordinals) records the old start), and the autoscaler of a workload that moved in part
+    keeps its part of C(minReplicas) and C(maxReplicas) (C(migration.hybridcloud.io/source-autoscaler) records the old ones).
+    The record is written once; a re-run never replaces it, and a workload found at what it keeps without a record gets the
+    plan's replicas added. O(node) is cordoned, with the annotation C(migration.hybridcloud.io/cordoned-by), unless
     it was cordoned before. No NoExecute taint is added, since it would also evict the node's DaemonSet pods once the node is back.
-    The cordon's own NoSchedule taint already keeps new pods off. With O(wait), waits until the pods of each workload are gone.
-  - Workloads moved partially (C(move_partial)) keep serving in the source cluster and are not scaled there; bare pods have
-    nothing to scale. Both are returned with C(action=skipped) and the reason.
-  - With O(state=released), O(node) is uncordoned when a migration (of O(moved_to)) cordoned it, each workload fenced by
-    O(moved_to) gets its recorded replicas (suspend) back and loses the annotations, and with O(wait) its pods are awaited.
+    The cordon's own NoSchedule taint already keeps new pods off. With O(wait), waits until each workload is down to the pods
+    the source keeps.
+  - Bare pods have nothing to scale; they are returned with C(action=skipped) and the reason.
+  - With O(state=released), O(node) is uncordoned when a migration (of O(moved_to)) cordoned it, and its out-of-service taint
+    (C(node.kubernetes.io/out-of-service), added by M(hybridcloud.migration.migration_plan) with the run's id) is removed once the
+    node is Ready; each workload fenced by
+    O(moved_to) gets its recorded replicas (suspend, ordinals, autoscaler bounds) back and loses the annotations, and with O(wait) its pods are awaited.
   - With O(state=absent), the plan's workloads, PodDisruptionBudgets and HorizontalPodAutoscalers, and its local
     PersistentVolumes (C(local) or C(hostPath)) with their claims are deleted in that order and awaited. Only objects
     labelled C(migration.hybridcloud.io/run-id) with the plan's run id are deleted (what the restore of this run created).
