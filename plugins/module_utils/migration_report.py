@@ -149,7 +149,7 @@ _WORKLOAD_KINDS = ("Deployment", "StatefulSet", "CronJob", "Job", "Pod", "Replic
 
 def share_moved(share: t.Optional[t.Mapping[str, t.Any]]) -> str:
     """What of a workload moved, for people: ``2 of 4``, ``ordinal 0 of 2``, ``all``."""
-    if not share:
+    if not share or not share.get("stays"):
         return "all"
     if share.get("ordinals"):
         first = int(share["ordinals"]["start"])

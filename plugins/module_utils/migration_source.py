@@ -215,13 +215,14 @@ def describe_moves(plan: t.Mapping[str, t.Any]) -> list[str]:
     for item in plan.get("selected") or []:
         share = item.get("share") or {}
         line = "%s/%s" % (item.get("kind"), item.get("name"))
+        if not share.get("stays"):
+            lines.append(line)
+            continue
         if share.get("ordinals"):
             ordinals = share["ordinals"]
             first, last = ordinals["start"], ordinals["start"] + ordinals["count"] - 1
             line += " ordinal%s %s of %d" % ("" if first == last else "s", first if first == last else "%d..%d" % (first, last), share["of"])
         elif int(share.get("of") or 0) > 1:
             line += " %d of %d replicas" % (share["moves"], share["of"])
-        if share.get("stays"):
-            line += " (%d stay%s in the source)" % (share["stays"], "s" if share["stays"] == 1 else "")
-        lines.append(line)
+        lines.append(line + " (%d stay%s in the source)" % (share["stays"], "s" if share["stays"] == 1 else ""))
     return lines

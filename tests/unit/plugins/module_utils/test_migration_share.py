@@ -9,6 +9,8 @@ import pytest
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils import moved_workloads as mw
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
+from ansible_collections.hybridcloud.migration.plugins.module_utils.migration_report import share_moved, share_stayed
+from ansible_collections.hybridcloud.migration.plugins.module_utils.migration_source import describe_moves
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan import share as rules
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.live import LiveState, estimate_unplaced, free_capacity, quantity
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.options import PlanOptions
@@ -295,3 +297,18 @@ def test_the_out_of_service_taint_is_added_once_and_removed_only_by_its_run():
     assert untaint_patch(tainted, "run-2") == (None, "marked out of service by another run (run-1): left as it is")
     by_hand = {"metadata": {"name": W1}, "spec": {"taints": [OUT_OF_SERVICE]}}
     assert untaint_patch(by_hand, "run-1")[0] is None
+
+
+# -- what people read ----------------------------------------------------------------------------
+
+
+def test_the_plan_and_the_report_say_what_moved_of_each_workload_and_what_stayed():
+    plan = plan_for()
+    lines = describe_moves(plan)
+    assert "Deployment/api 1 of 2 replicas (1 stays in the source)" in lines and "StatefulSet/cache ordinal 0 of 2 (1 stays in the source)" in lines
+    assert "Deployment/web" in lines  # moved whole
+    api = entry(plan, "Deployment", "shop", "api")["share"]
+    assert (share_moved(api), share_stayed(api)) == ("1 of 2", "1; autoscaler api: 1..2 in the source, 1..2 in the target")
+    cache = entry(plan, "StatefulSet", "db", "cache")["share"]
+    assert (share_moved(cache), share_stayed(cache)) == ("ordinal 0 of 2", "1 (from ordinal 1)")
+    assert share_moved(entry(plan, "Deployment", "shop", "web")["share"]) == "all"
