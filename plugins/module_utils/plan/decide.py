@@ -25,7 +25,6 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabul
     Obj,
     Ref,
     meta,
-    pinned_to,
     pod_active,
     selector_matches,
 )
@@ -115,8 +114,8 @@ class Decider:
         return rules.whole_share(kind, policy, basis, unplaced, placed, self.node)
 
     def _placement(self, kind: str, obj: t.Mapping[str, t.Any]) -> live_facts.Placement:
-        assert self.live is not None
-        return live_facts.placement(kind, obj, self.live.pods, self.alive, selector_matches, self.live.jobs)
+        live = self.live or live_facts.LiveState("backup", {}, [], [])
+        return live_facts.placement(kind, obj, live.pods, self.alive, selector_matches, live.jobs)
 
     def _template_spec(self, obj: t.Mapping[str, t.Any]) -> t.Mapping[str, t.Any]:
         spec = obj.get("spec") or {}

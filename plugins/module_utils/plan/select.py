@@ -31,7 +31,6 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabul
     MIRROR_ANNOTATION,
     POD,
     REPLICA_SET,
-    STATEFUL_SET,
     WORKLOAD_RANK,
     Obj,
     Ref,

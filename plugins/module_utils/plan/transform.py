@@ -26,7 +26,8 @@ Transforms
     ``migration.hybridcloud.io/run-id``. Workloads start stopped: Deployments, ReplicaSets and
     StatefulSets at ``replicas: 0`` (annotation ``migration.hybridcloud.io/replicas``: their
     share, ``plan.share``; a StatefulSet's moved ordinals start at ``spec.ordinals.start``; an
-    autoscaler of a workload that moves in part gets its share of ``minReplicas`` and ``maxReplicas``), Jobs and CronJobs suspended (annotation ``migration.hybridcloud.io/suspend``), bare
+    autoscaler of a workload that moves in part gets its share of ``minReplicas`` and
+    ``maxReplicas``), Jobs and CronJobs suspended (annotation ``migration.hybridcloud.io/suspend``), bare
     pods behind the scheduling gate ``migration.hybridcloud.io/restore``. ``scale_up`` says how to
     start each (``action``: ``scale``, ``unsuspend`` or ``ungate``).
 """

@@ -202,8 +202,9 @@ def _live(objects, pods, basis="source", nodes=None):
     workloads = {(g, k, ns, n): c.by_name(objects, k, n) for (g, k, ns, n) in (
         ("apps", "Deployment", "shop", "web"), ("apps", "Deployment", "shop", "api"), ("apps", "StatefulSet", "db", "pg"),
         ("apps", "StatefulSet", "db", "cache"), ("batch", "CronJob", "batch", "report"))}
-    nodes = nodes or [dict(c.node(n), status={"conditions": [{"type": "Ready", "status": "False" if n == W1 else "True"}],
-                                               "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"}}) for n in c.NODES]
+    ready = {"type": "Ready", "status": "True"}
+    nodes = nodes or [dict(c.node(n), status={"conditions": [dict(ready, status="False") if n == W1 else ready],
+                                              "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"}}) for n in c.NODES]
     return LiveState(basis, workloads, pods, nodes)
 
 
