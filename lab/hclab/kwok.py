@@ -273,6 +273,11 @@ spec:
       operator: 'In'
       values:
       - 'Job'
+  delay:
+    # A Job's pod completes at once, unless the annotation asks it to run a while (kwok's own convention).
+    durationMilliseconds: 0
+    durationFrom:
+      expressionFrom: '.metadata.annotations["pod-complete.stage.kwok.x-k8s.io/delay"]'
   next:
     statusTemplate: |
       {{ $now := Now }}

@@ -58,7 +58,7 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.ordered_rest
     ScaleTarget,
     scaled_readiness,
 )
-from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabulary import PREFIX, RUN_ID_KEY
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabulary import HOSTNAME_LABEL, PREFIX, RUN_ID_KEY
 
 SOURCE_REPLICAS = PREFIX + "source-replicas"
 SOURCE_SUSPEND = PREFIX + "source-suspend"
@@ -121,7 +121,7 @@ def workloads_of(plan: t.Mapping[str, t.Any], side: str) -> list[Workload]:
         kept = (share.get("source") or {}) if side == "source" else {}
         skip = ""
         if kind == "Pod":
-            skip = "a bare pod: nothing to scale (a NotReady node's pods are evicted by the node controller; delete it by hand if it stays)"
+            skip = "a bare pod: nothing to scale (the out-of-service taint or the node controller deletes it from the dead node)"
         start = kept.get("ordinals_start")
         found.append(Workload(kind, str(item.get("api_version") or default_version), namespace, str(item.get("name") or ""),
                               int(replicas) if replicas is not None else None, skip, int(kept.get("replicas") or 0),
@@ -271,6 +271,44 @@ def removal_order(plan: t.Mapping[str, t.Any], side: str = "target") -> list[Obj
     return policies + workloads + pvcs + [ObjectId.of(obj) for obj in local_pvs]
 
 
+def source_pod(plan: t.Mapping[str, t.Any], workload: Workload, node: str) -> t.Optional[Obj]:
+    """The bare pod as the source had it, from the plan's target manifest: the source namespace, no restore gate, no run label,
+    and pinned to ``node`` (the return node) instead of the new node when the plan had pinned it (its hostPath data)."""
+    target_node = str(plan.get("target_node") or "")
+    target_ns = next((str(i.get("target_namespace") or i.get("namespace")) for i in plan.get("selected") or []
+                      if i.get("kind") == "Pod" and i.get("name") == workload.name and i.get("namespace") == workload.namespace), workload.namespace)
+    for stage in plan.get("stages") or []:
+        for obj in stage.get("objects") or []:
+            meta = obj.get("metadata") or {}
+            if obj.get("kind") != "Pod" or meta.get("name") != workload.name or meta.get("namespace") != target_ns:
+                continue
+            pod = json.loads(json.dumps(obj))
+            meta = pod["metadata"]
+            meta["namespace"] = workload.namespace
+            for field in ("labels", "annotations"):
+                kept = {k: v for k, v in (meta.get(field) or {}).items() if not k.startswith(PREFIX)}
+                if kept:
+                    meta[field] = kept
+                else:
+                    meta.pop(field, None)
+            spec = pod.setdefault("spec", {})
+            gates = [g for g in spec.get("schedulingGates") or [] if not str(g.get("name", "")).startswith(PREFIX)]
+            if gates:
+                spec["schedulingGates"] = gates
+            else:
+                spec.pop("schedulingGates", None)
+            selector = spec.get("nodeSelector") or {}
+            if target_node and selector.get(HOSTNAME_LABEL) == target_node:
+                if node:
+                    selector[HOSTNAME_LABEL] = node
+                else:
+                    selector.pop(HOSTNAME_LABEL)
+                if not selector:
+                    spec.pop("nodeSelector", None)
+            return pod
+    return None
+
+
 def kept_objects(plan: t.Mapping[str, t.Any], removed: t.Sequence[ObjectId]) -> list[str]:
     """The plan's objects state=absent leaves (shared ones: namespaces, config, services, RBAC ...)."""
     gone = {ident.key for ident in removed}
@@ -338,8 +376,28 @@ class MovedWorkloads:
     def fence(self, workloads: t.Sequence[Workload]) -> list[dict[str, t.Any]]:
         return [self._one(w, "fenced") for w in workloads]
 
-    def release(self, workloads: t.Sequence[Workload]) -> list[dict[str, t.Any]]:
-        return [self._one(w, "released") for w in workloads]
+    def release(self, workloads: t.Sequence[Workload], plan: t.Optional[t.Mapping[str, t.Any]] = None,
+                node: str = "") -> list[dict[str, t.Any]]:
+        return [self._recreate(w, plan or {}, node) if w.kind == "Pod" else self._one(w, "released") for w in workloads]
+
+    def _recreate(self, workload: Workload, plan: t.Mapping[str, t.Any], node: str) -> dict[str, t.Any]:
+        """A bare pod the source lost (nothing recreates it there): made again from the plan's manifest."""
+        result = workload.result()
+        try:
+            ref = self.cluster.resolve("v1", "Pod")
+            if self.cluster.get(ref, workload.namespace, workload.name) is not None:
+                result.update(action="unchanged", note="it runs in this cluster")
+                return result
+            manifest = source_pod(plan, workload, node)
+            if manifest is None:
+                result.update(action="skipped", note="the plan has no manifest of it")
+                return result
+            query = [("fieldManager", FIELD_MANAGER)] + ([("dryRun", "All")] if self.settings.check_mode else [])
+            self.cluster.request("POST", ref.path(workload.namespace), query, manifest)
+            result.update(action="released", note="recreated (the source had lost it)" + (" on %s, where its data is" % node if node else ""))
+        except (ApiError, NotServed) as err:
+            result.update(action="failed", error=str(err))
+        return result
 
     def _one(self, workload: Workload, state: str) -> dict[str, t.Any]:
         result = workload.result()
@@ -510,7 +568,7 @@ def run(cluster: Cluster, plan: t.Mapping[str, t.Any], state: str, side: str, no
     elif state == "released":
         if node:  # first, so the pods can be scheduled on it again
             node_result = worker.node(node, cordon=False, run_id=run_id)
-        objects = worker.release(workloads)
+        objects = worker.release(workloads, plan, node)
     else:
         objects = worker.remove(plan, run_id)
         result["kept"] = kept_objects(plan, removal_order(plan))

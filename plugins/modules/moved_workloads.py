@@ -23,7 +23,9 @@ description:
     it was cordoned before. No NoExecute taint is added, since it would also evict the node's DaemonSet pods once the node is back.
     The cordon's own NoSchedule taint already keeps new pods off. With O(wait), waits until each workload is down to the pods
     the source keeps.
-  - Bare pods have nothing to scale; they are returned with C(action=skipped) and the reason.
+  - Bare pods have nothing to scale; fencing returns them with C(action=skipped) and the reason. Releasing makes a bare pod the
+    source lost (the out-of-service taint deletes it) again from the plan's manifest, pinned to O(node) when the plan had pinned
+    it to the new node (its hostPath data comes back there).
   - With O(state=released), O(node) is uncordoned when a migration (of O(moved_to)) cordoned it, and its out-of-service taint
     (C(node.kubernetes.io/out-of-service), added by M(hybridcloud.migration.migration_plan) with the run's id) is removed once the
     node is Ready; each workload fenced by

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,32 +95,42 @@ def seed(lab: Lab, failed: str, data_path: str) -> None:
 
 
 @contextlib.contextmanager
-def node_agent_backup(lab: Lab, s3_server: S3Server, bucket: str, restic: str, failed: str, workdir: Path) -> Iterator[str]:
-    """The node backup agent's run on ``failed``, as its timer runs it: the local PV and the counter's checkpoint.
+def node_agent_backup(lab: Lab, s3_server: S3Server, bucket: str, restic: str, failed: str, workdir: Path,
+                      namespace: str = NS, checkpoint_app: str | None = "counter") -> Iterator[str]:
+    """The node backup agent's run on ``failed``, as its timer runs it: the local PVs and, optionally, a checkpoint.
 
-    The kubelet's checkpoint API is tests/helpers/kubelet_standin.py (a real criu dump of the
-    counter in the Debian 13 root); it stays up, the counter counting, until the context ends.
+    With ``checkpoint_app`` (the demo's counter), the kubelet's checkpoint API is
+    tests/helpers/kubelet_standin.py (a real criu dump of that app's pod of ``namespace`` in the
+    Debian 13 root); it stays up, the counter counting, until the context ends. With None the
+    agent is set up as the role sets it up with checkpoints turned off: no kubelet is asked.
     Yields the agent's log.
     """
-    from kubernetes import client  # pylint: disable=import-outside-toplevel
-
-    counter_pod = client.CoreV1Api(lab.api("onprem")).list_namespaced_pod(NS, label_selector="app=counter").items[0].metadata.name
-    kubelet = KubeletStandin(ensure_debian_root(), workdir / "kubelet", node_name=failed)
-    kubelet.start()
     api_client, remove_identity = node_agent.grant_identity(lab, "onprem", failed, workdir, uuid.uuid4().hex[:6])
+    kubelet: Any = None
     try:
-        counter = kubelet.add_container(NS, counter_pod, "counter")
-        wait_until("the counter to count", lambda: len(counter.read_file(COUNTER_LOG).split()) >= 3, 30)
+        if checkpoint_app is None:
+            # The template leaves the kubelet out when checkpoints are off: these are never read.
+            kubelet, kubelet_client = types.SimpleNamespace(base_url="", ca_file=""), types.SimpleNamespace(cert="", key="")
+        else:
+            from kubernetes import client  # pylint: disable=import-outside-toplevel
+
+            pod = client.CoreV1Api(lab.api("onprem")).list_namespaced_pod(namespace, label_selector=f"app={checkpoint_app}").items[0].metadata.name
+            kubelet = KubeletStandin(ensure_debian_root(), workdir / "kubelet", node_name=failed)
+            kubelet.start()
+            counter = kubelet.add_container(namespace, pod, checkpoint_app)
+            wait_until("the counter to count", lambda: len(counter.read_file(COUNTER_LOG).split()) >= 3, 30)
+            kubelet_client = kubelet.issue_client("node-backup", f"hcm-node-backup:{failed}")
         setup = node_agent.install(cluster="onprem", node_name=failed, api_server=lab.server("onprem"), api_ca=lab.ca_cert("onprem"),
-                                   api_client=api_client, kubelet=kubelet, kubelet_client=kubelet.issue_client("node-backup", f"hcm-node-backup:{failed}"),
-                                   restic=restic, server=s3_server, bucket=bucket, where=workdir / "etc", password=RESTIC_PASSWORD)
+                                   api_client=api_client, kubelet=kubelet, kubelet_client=kubelet_client, restic=restic, server=s3_server,
+                                   bucket=bucket, where=workdir / "etc", password=RESTIC_PASSWORD, checkpoints=checkpoint_app is not None)
         ran = node_agent.run_agent(build_bundle(node_agent.AGENT, workdir / "bundle"), setup)
         if ran.returncode != 0:
             raise RuntimeError("the node backup agent failed:\n" + ran.stderr[-3000:])
         yield ran.stderr
     finally:
         remove_identity()
-        kubelet.stop()
+        if isinstance(kubelet, KubeletStandin):
+            kubelet.stop()
 
 
 def site_vars(lab: Lab, s3_server: S3Server, bucket: str, restic_password: str) -> dict[str, Any]:
@@ -137,12 +148,15 @@ def target_site_vars(lab: Lab, moto_server: MotoServer) -> dict[str, Any]:
             "provision_node_aws_access_key": "testing", "provision_node_aws_secret_key": "testing", "provision_node_aws_instance_type": "t3.large"}
 
 
-def _inventory(lab: Lab, s3_server: S3Server, moto_server: MotoServer, bucket: str, new_node: str, new_root: Path) -> dict[str, Any]:
+def migration_inventory(lab: Lab, s3_server: S3Server, moto_server: MotoServer, bucket: str, new_node: str, new_root: Path) -> dict[str, Any]:
+    """migrate.yml's inventory: the site's vars, the target site through moto (the VM joins by itself), the new node's disk."""
     return {"all": {
         "vars": site_vars(lab, s3_server, bucket, RESTIC_PASSWORD),
         "children": {
             "target_cloud": {"hosts": {TARGET_SITE: {
                 **target_site_vars(lab, moto_server), "hcm_join_method": "external",
+                # Lab timing: the lab's scheduler answers in well under a second, and nothing adds capacity.
+                "hcm_reschedule_grace": "5s",
                 "provision_node_address": "inventory", "provision_node_ssh_wait": False}}},
             # How the controller reaches the new VM's disk here (see the module docstring).
             "hcm_new_nodes": {"hosts": {new_node: {
@@ -203,7 +217,7 @@ def failed_site(lab: Lab, s3_server: S3Server, moto_server: MotoServer, velero_s
         lab.fail_node("onprem", failed, wait=True)
         node_failed = True
         inventory = workdir / "inventory.json"
-        inventory.write_text(json.dumps(_inventory(lab, s3_server, moto_server, bucket, new_node, new_root)))
+        inventory.write_text(json.dumps(migration_inventory(lab, s3_server, moto_server, bucket, new_node, new_root)))
         yield Site(failed, new_node, bucket, inventory, new_root, data, workdir)
     finally:
         velero_server.stop()

@@ -200,7 +200,7 @@ def _ordinals(values: t.Iterable[int]) -> str:
     found = sorted(set(values))
     if not found:
         return "none"
-    if len(found) > 2 and found == list(range(found[0], found[-1] + 1)):
+    if len(found) > 1 and found == list(range(found[0], found[-1] + 1)):
         return "%d..%d" % (found[0], found[-1])
     return ", ".join(str(v) for v in found)
 

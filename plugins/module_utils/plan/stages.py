@@ -215,6 +215,7 @@ def _class_warnings(stages: t.Mapping[str, list[Obj]]) -> list[str]:
             name = pod_spec.get("priorityClassName") or ""
             if name and not name.startswith("system-"):
                 priorities.add(name)
+    classes -= {meta(obj).get("name") for obj in stages["storage"] if obj.get("kind") == "StorageClass"}  # carried along
     warnings = []
     if classes:
         warnings.append("the target cluster needs these StorageClasses (or map them with storage_class_map): %s" % ", ".join(sorted(classes)))

@@ -394,16 +394,18 @@ class Transformer:
             spec.pop("affinity")
 
     def unpin_term(self, term: Obj) -> tuple[bool, Obj]:
-        """(whether the term named the failed node, the term without it)."""
+        """(whether the term named the failed node, the term without that node-name expression).
+
+        The whole expression goes, not only the dead node's name: the other names it lists are the
+        source cluster's nodes, which the target does not have, so keeping them would leave the
+        pods unschedulable there.
+        """
         pinned = False
         for field, key in (("matchExpressions", HOSTNAME_LABEL), ("matchFields", "metadata.name")):
             kept = []
             for expr in term.get(field) or []:
                 if expr.get("key") == key and expr.get("operator") == "In" and self.node in (expr.get("values") or []):
                     pinned = True
-                    values = [v for v in expr["values"] if v != self.node]
-                    if values:
-                        kept.append(dict(expr, values=values))
                     continue
                 kept.append(expr)
             if kept:

@@ -313,3 +313,13 @@ def test_the_plan_and_the_report_say_what_moved_of_each_workload_and_what_stayed
     cache = entry(plan, "StatefulSet", "db", "cache")["share"]
     assert (share_moved(cache), share_stayed(cache)) == ("ordinal 0 of 2", "1 (from ordinal 1)")
     assert share_moved(entry(plan, "Deployment", "shop", "web")["share"]) == "all"
+
+
+def test_a_bare_pod_the_source_lost_is_made_again_from_the_plan_on_release():
+    plan = plan_for()
+    pod = mw.source_pod(plan, mw.Workload("Pod", "v1", "ops", "debug"), W1)
+    assert pod["metadata"]["namespace"] == "ops" and "schedulingGates" not in pod["spec"]
+    assert pod["spec"]["nodeSelector"] == {"kubernetes.io/hostname": W1}  # its hostPath data comes back to the return node
+    assert not [k for k in list(pod["metadata"].get("labels", {})) + list(pod["metadata"].get("annotations", {})) if "hybridcloud" in k]
+    assert "nodeSelector" not in mw.source_pod(plan, mw.Workload("Pod", "v1", "ops", "debug"), "")["spec"]
+    assert mw.source_pod(plan, mw.Workload("Pod", "v1", "ops", "nope"), W1) is None
