@@ -165,6 +165,18 @@ def migration_inventory(lab: Lab, s3_server: S3Server, moto_server: MotoServer, 
         }}}
 
 
+def return_node_inventory(site: Site) -> Path:
+    """migrate.yml's inventory plus the return node (the failed one), reached locally: migrate_back.yml's inventory."""
+    document = json.loads(site.inventory.read_text())
+    document["all"]["children"]["hcm_return_nodes"] = {"hosts": {site.failed: {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "ansible_become": False,
+        "restore_data_install_packages": False, "restore_data_restic_binary": str(site.new_root / "usr/bin/restic"),
+        "restore_data_state_dir": str(site.workdir / "return-node/restored"), "restore_data_config_dir": str(site.workdir / "return-node/etc")}}}
+    path = site.workdir / "inventory-back.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
 def velero_backup(lab: Lab, velero_server: VeleroServer, s3: dict[str, str], bucket: str, name: str) -> None:
     """Velero on onprem (the velero role, then the server), a backup of its schedule, recorded by velero_catalog."""
     velero_server.start_in_background()

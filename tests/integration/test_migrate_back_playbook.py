@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import pytest
 from kubernetes import client
 
 from tests.helpers.ansible_run import REPO, Run, run_playbook
-from tests.helpers.migration_site import NS, RESTIC_PASSWORD, TARGET_SITE, Site, failed_site
+from tests.helpers.migration_site import NS, RESTIC_PASSWORD, TARGET_SITE, Site, failed_site, return_node_inventory
 from tests.helpers.wait import wait_until
 
 pytestmark = pytest.mark.integration
@@ -55,21 +54,9 @@ def run_id(site: Site) -> str:
     return f"{site.failed}-to-cloud"
 
 
-def inventory(site: Site) -> Path:
-    """migrate.yml's inventory plus the return node: the old node's disk is the controller's site.data."""
-    document = json.loads(site.inventory.read_text())
-    document["all"]["children"]["hcm_return_nodes"] = {"hosts": {site.failed: {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "ansible_become": False,
-        "restore_data_install_packages": False, "restore_data_restic_binary": str(site.new_root / "usr/bin/restic"),
-        "restore_data_state_dir": str(site.workdir / "return-node/restored"), "restore_data_config_dir": str(site.workdir / "return-node/etc")}}}
-    path = site.workdir / "inventory-back.json"
-    path.write_text(json.dumps(document))
-    return path
-
-
 def migrate_back(site: Site, check: bool = False, **extra: Any) -> Run:
     extra_vars = {"hcm_migration_run_id": run_id(site), "hcm_report_dir": str(site.workdir / "report-back"), **extra}
-    return run_playbook(REPO / "playbooks/migrate_back.yml", inventory=inventory(site), extra_vars=extra_vars, check=check)
+    return run_playbook(REPO / "playbooks/migrate_back.yml", inventory=return_node_inventory(site), extra_vars=extra_vars, check=check)
 
 
 def failures(run: Run) -> str:

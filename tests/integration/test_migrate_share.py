@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from kubernetes import client
 
 from tests.helpers.ansible_run import REPO, Run, run_module, run_playbook
-from tests.helpers.migration_site import TARGET_SITE
+from tests.helpers.migration_site import TARGET_SITE, return_node_inventory
 from tests.helpers.services import free_port
 from tests.helpers.spread_site import NS, OUT_OF_SERVICE, SpreadSite, spread_site
 
@@ -64,16 +63,8 @@ def migrate(site: SpreadSite, check: bool = False, **extra: Any) -> Run:
 
 
 def migrate_back(site: SpreadSite, **extra: Any) -> Run:
-    """migrate.yml's inventory plus the return node W1, whose disk is the controller's site.data."""
-    document = json.loads(site.inventory.read_text())
-    document["all"]["children"]["hcm_return_nodes"] = {"hosts": {site.failed: {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "ansible_become": False,
-        "restore_data_install_packages": False, "restore_data_restic_binary": str(site.new_root / "usr/bin/restic"),
-        "restore_data_state_dir": str(site.workdir / "return-node/restored"), "restore_data_config_dir": str(site.workdir / "return-node/etc")}}}
-    inventory = site.workdir / "inventory-back.json"
-    inventory.write_text(json.dumps(document))
     extra_vars = {"hcm_migration_run_id": f"{site.failed}-to-cloud", "hcm_report_dir": str(site.workdir / "report-back"), **extra}
-    return run_playbook(REPO / "playbooks/migrate_back.yml", inventory=inventory, extra_vars=extra_vars)
+    return run_playbook(REPO / "playbooks/migrate_back.yml", inventory=return_node_inventory(site), extra_vars=extra_vars)
 
 
 def failures(run: Run) -> str:
