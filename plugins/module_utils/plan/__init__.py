@@ -7,6 +7,9 @@
 ``options``      ``PlanOptions`` and ``CustomRef`` (the module's options)
 ``index``        ``Index``: the backup's objects by reference, kind and namespace
 ``select``       which of the node's workloads move, and which stay (with the reason)
+``share``        the rules of a workload's share: what moves, what stays in the source, and why
+``decide``       ``Decider``: each workload's share from the facts, the live source's or the backup's
+``live``         ``LiveState``: what the source's API says now; placement and the check-mode capacity estimate
 ``closure``      what the selected workloads need (RBAC, config, storage, network, custom resources)
 ``transform``    ``Transformer``: backed-up objects made into manifests for the target
 ``stages``       ``build_plan``: the plan, its objects in ordered stages, and how to start the workloads
