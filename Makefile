@@ -81,7 +81,7 @@ integration: venv system-packages lab-build lab-build-velero lab-build-packer la
 # DEMO_ARGS="--keep" waits before stopping the lab, to look around.
 .PHONY: demo
 demo: deps lab-build lab-build-velero
-	PATH=$(BIN):$$PATH $(BIN)/python -m tests.helpers.migration_site $(DEMO_ARGS)
+	PATH=$(BIN):$$PATH PYTHONPATH=$(COLLECTIONS) $(BIN)/python -m tests.helpers.migration_site $(DEMO_ARGS)
 
 # One scenario per role under molecule/; instances are Debian roots made by tests/helpers, or a private lab (velero).
 molecule: venv system-packages collection-link lab-build
