@@ -140,6 +140,17 @@ def test_with_the_source_down_the_share_comes_from_the_backup(lab, site, s3_serv
     expect.verify()
 
 
+@pytest.mark.parametrize("options, problem", [
+    ({"reschedule_grace": "soon"}, "reschedule_grace 'soon' is not an age"),
+    ({"share_policy": {"StatefulSet/spread-shop/db": "half"}}, "share_policy StatefulSet/spread-shop/db: share policy 'half' does not exist"),
+])
+def test_bad_share_options_are_refused_before_anything_changes(lab, site, options, problem):
+    refused = run_module("migration_plan", {**site.s3, "cluster": "onprem", "failed_node": site.failed, "run_id": "share-bad-input",
+                                            "target_node": NEW_NODE, "source": {"kubeconfig": str(lab.kubeconfig("onprem"))}, **options})
+    assert refused.get("failed") and problem in refused["msg"], refused.get("msg")
+    assert out_of_service(lab, site.failed) == []  # the node was not marked out of service
+
+
 def test_check_mode_shows_the_share_without_changing_anything(lab, site, moto_server):
     checked = migrate(site, check=True)
     assert checked.returncode == 0, failures(checked)
