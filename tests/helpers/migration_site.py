@@ -46,6 +46,8 @@ NS = "demo-shop"
 CHECKPOINT_ANNOTATION = "backup.hybridcloud.io/checkpoint"
 RESTIC_PASSWORD = "demo-restic-password-never-logged"
 TARGET_SITE = "lab-cloud"
+OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
+MIGRATION_ANNOTATIONS = "migration.hybridcloud.io/"
 
 
 @dataclasses.dataclass
@@ -177,6 +179,30 @@ def return_node_inventory(site: Site) -> Path:
     return path
 
 
+def free_node(lab: Lab, node: str) -> None:
+    """What a migration leaves on a node of the source: the out-of-service taint, its annotations, the cordon."""
+    from kubernetes import client  # pylint: disable=import-outside-toplevel
+
+    core = client.CoreV1Api(lab.api("onprem"))
+    for attempt in range(10):
+        found = core.read_node(node)
+        annotations = found.metadata.annotations or {}
+        taints = [t for t in found.spec.taints or [] if t.key != OUT_OF_SERVICE]
+        if len(taints) == len(found.spec.taints or []) and not found.spec.unschedulable and not [
+                key for key in annotations if key.startswith(MIGRATION_ANNOTATIONS)]:
+            return
+        found.spec.taints = taints or None
+        found.spec.unschedulable = None
+        found.metadata.annotations = {key: value for key, value in annotations.items() if not key.startswith(MIGRATION_ANNOTATIONS)}
+        try:
+            core.replace_node(node, found)  # guarded by the resourceVersion read: the node controllers write taints too
+            return
+        except client.exceptions.ApiException as error:
+            if error.status != 409 or attempt == 9:
+                raise
+            time.sleep(0.5)
+
+
 def velero_backup(lab: Lab, velero_server: VeleroServer, s3: dict[str, str], bucket: str, name: str) -> None:
     """Velero on onprem (the velero role, then the server), a backup of its schedule, recorded by velero_catalog."""
     velero_server.start_in_background()
@@ -237,9 +263,8 @@ def failed_site(lab: Lab, s3_server: S3Server, moto_server: MotoServer, velero_s
             restored = lab.run("restore-node", "onprem", failed, "--wait", check=False)
             if restored.returncode != 0 and "nothing to restore" not in restored.stderr:
                 raise RuntimeError(f"restoring {failed} failed: {restored.stdout}{restored.stderr}")
-        # migrate.yml fenced the source: the node is cordoned (its workloads are deleted with the namespace below).
-        client.CoreV1Api(lab.api("onprem")).patch_node(failed, {"spec": {"unschedulable": None},
-                                                                "metadata": {"annotations": {"migration.hybridcloud.io/cordoned-by": None}}})
+        # migrate.yml marked the node out of service and fenced the source (its workloads go with the namespace below).
+        free_node(lab, failed)
         for cluster in ("onprem", "cloud"):
             remove_namespace(lab, NS, cluster)
             try:

@@ -39,7 +39,7 @@ from typing import Any
 from tests.helpers.ansible_run import run_module
 from tests.helpers.debian_root import make_instance
 from tests.helpers.fixtures_lab import Lab
-from tests.helpers.migration_site import Site, migration_inventory, node_agent_backup, record_worker_image, velero_backup
+from tests.helpers.migration_site import Site, free_node, migration_inventory, node_agent_backup, record_worker_image, velero_backup
 from tests.helpers.services import MotoServer, S3Server
 from tests.helpers.velero import VeleroServer, ignore_missing, remove_namespace, remove_velero
 from tests.helpers.wait import wait_until
@@ -49,8 +49,6 @@ KWOK_KEEP_RUNNING = "pod-complete.stage.kwok.x-k8s.io/delay"
 NS = "spread-shop"
 HOSTNAME = "kubernetes.io/hostname"
 STORAGE_CLASS = "local-storage"
-OUT_OF_SERVICE = "node.kubernetes.io/out-of-service"
-MIGRATION_ANNOTATIONS = "migration.hybridcloud.io/"
 WEB_CPU, DB_CPU, CACHE_CPU, REPORT_CPU = "3", "500m", "1", "1"
 
 
@@ -174,30 +172,6 @@ def check_backups(s3: dict[str, str], bucket: str, w1: str) -> None:
     velero = run_module("backup_catalog_info", {**s3, "bucket": bucket, "cluster": "onprem", "node": "_velero"})
     if velero.get("failed") or not ((velero.get("latest") or {}).get("data") or {}).get("resources"):
         raise RuntimeError(f"no Velero backup recorded: {velero.get('msg') or velero.get('latest')}")
-
-
-def free_node(lab: Lab, node: str) -> None:
-    """What a migration leaves on a node of the source: the out-of-service taint, its annotations, the cordon."""
-    from kubernetes import client  # pylint: disable=import-outside-toplevel
-
-    core = client.CoreV1Api(lab.api("onprem"))
-    for attempt in range(10):
-        found = core.read_node(node)
-        annotations = found.metadata.annotations or {}
-        taints = [t for t in found.spec.taints or [] if t.key != OUT_OF_SERVICE]
-        if len(taints) == len(found.spec.taints or []) and not found.spec.unschedulable and not [
-                key for key in annotations if key.startswith(MIGRATION_ANNOTATIONS)]:
-            return
-        found.spec.taints = taints or None
-        found.spec.unschedulable = None
-        found.metadata.annotations = {key: value for key, value in annotations.items() if not key.startswith(MIGRATION_ANNOTATIONS)}
-        try:
-            core.replace_node(node, found)  # guarded by the resourceVersion read: the node controllers write taints too
-            return
-        except client.exceptions.ApiException as error:
-            if error.status != 409 or attempt == 9:
-                raise
-            time.sleep(0.5)
 
 
 @contextlib.contextmanager

@@ -23,9 +23,9 @@ import pytest
 from kubernetes import client
 
 from tests.helpers.ansible_run import REPO, Run, run_module, run_playbook
-from tests.helpers.migration_site import TARGET_SITE, return_node_inventory
+from tests.helpers.migration_site import OUT_OF_SERVICE, TARGET_SITE, return_node_inventory
 from tests.helpers.services import free_port
-from tests.helpers.spread_site import NS, OUT_OF_SERVICE, SpreadSite, spread_site
+from tests.helpers.spread_site import NS, SpreadSite, spread_site
 
 pytestmark = pytest.mark.integration
 
