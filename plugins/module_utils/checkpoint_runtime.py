@@ -49,7 +49,7 @@ except ImportError:  # Python < 3.11 on the node
 CHECKPOINT_ANNOTATION = "io.kubernetes.cri-o.annotations.checkpoint.name"
 ENABLED = "checkpoint_restore"
 SETTING = '[crio.checkpoint_restore] container_level_enabled = "checkpoint_restore"'
-DEFAULT_FIX = "build the worker image with the worker role (issue 6), whose CRI-O has checkpoint restore enabled"
+DEFAULT_FIX = "build the worker image with the worker_node role, whose CRI-O has checkpoint restore enabled"
 CONTAINERD_FIX = "build the worker image with worker_node_container_runtime=containerd, whose containerd has restore enabled"
 CONTAINERD_RUNTIME = "io.containerd.cri.v1.runtime"
 CONTAINERD_IMAGES = "io.containerd.cri.v1.images"

@@ -59,7 +59,7 @@ options:
     description:
       - How to get a node that can restore, appended to every reason about CRI-O (and to the one when there is no runtime).
     type: str
-    default: build the worker image with the worker role (issue 6), whose CRI-O has checkpoint restore enabled
+    default: build the worker image with the worker_node role, whose CRI-O has checkpoint restore enabled
   containerd_config:
     description:
       - containerd's main settings file (its C(imports) are read too).

@@ -3,7 +3,7 @@ Debian 13 root to the lab's cloud cluster with a token from bootstrap_token, CA 
 
 The root is reached with the chroot connection and shares the host's network, so kubeadm's
 discovery really fetches cluster-info from the lab API server and checks its JWS signature and CA
-against the pin. The root has no container runtime or kubelet (issue 6 brings the worker image),
+against the pin. The root has no container runtime or kubelet (the worker_node role brings them),
 so kubeadm runs with --dry-run and every preflight check ignored: discovery is real, writing is not,
 and the Node steps are skipped.
 """

@@ -251,7 +251,7 @@ def test_a_node_without_crio_checkpoint_restore_starts_every_container_cold_and_
     assert [(r["name"], r["outcome"], r["image"]) for r in found] == [(i["name"], "cold-start", "") for i in checkpoint["items"]]
     for result in found:
         assert result["reason"].startswith(f"node {NODE} has no CRI-O (no /etc/crio/crio.conf"), result
-        assert 'container_level_enabled = "checkpoint_restore"' in result["reason"] and "worker role (issue 6)" in result["reason"]
+        assert 'container_level_enabled = "checkpoint_restore"' in result["reason"] and "worker_node role" in result["reason"]
         assert result["snapshot"] == checkpoint["snapshot"]
     assert not (root / "var/lib/hybridcloud-migration").exists() and not (root / "var/lib/containers").exists()
     assert not (root / "etc/hybridcloud-migration").exists()

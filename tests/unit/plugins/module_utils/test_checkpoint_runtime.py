@@ -27,7 +27,7 @@ def test_no_crio_at_all_names_the_setting_and_the_fix():
     decision = cr.decide("cloud-worker-3", None, GOOD_CRIU)
     assert not decision.supported and decision.mode == ""
     assert decision.reason.startswith("node cloud-worker-3 has no CRI-O (no /etc/crio/crio.conf")
-    assert cr.SETTING in decision.reason and "worker role (issue 6)" in decision.reason
+    assert cr.SETTING in decision.reason and "worker_node role" in decision.reason
     assert decision.reason.endswith("the container starts from its image")
 
 
@@ -176,7 +176,7 @@ def test_neither_runtime_names_both_settings_and_the_fix():
     assert not decision.supported and decision.runtime == ""
     assert decision.reason.startswith("node n1 has no CRI-O (no /etc/crio/crio.conf") and "and no containerd (no /etc/containerd/config.toml" in decision.reason
     assert cr.SETTING in decision.reason and "enable_experimental_restore_via_create = true" in decision.reason
-    assert "worker role (issue 6)" in decision.reason
+    assert "worker_node role" in decision.reason
 
 
 def test_the_only_runtime_there_is_the_one_decided_for(tmp_path):
