@@ -6,7 +6,8 @@ report Job's pod and a bare debug pod on W1; W1 dies. migrate.yml lets the sourc
 it can (W1 marked out of service, a short grace) and moves only what the source cannot run: 2 of
 4 web replicas, ordinal 0 of db with its data, the report CronJob, the debug pod; the source keeps
 the rest, its autoscaler split with the target's. migrate_back.yml gives the shares back. With
-the source's API down, the plan takes the share from what the backup saw on the node.
+the source's API down, the plan takes the share from what the backup saw on the node, and
+migrate.yml moves it without fencing the source (it says so).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 from kubernetes import client
 
 from tests.helpers.ansible_run import REPO, Run, run_module, run_playbook
+from tests.helpers.debian_root import make_instance
 from tests.helpers.migration_site import OUT_OF_SERVICE, TARGET_SITE, return_node_inventory
 from tests.helpers.services import free_port
 from tests.helpers.spread_site import NS, SpreadSite, spread_site
@@ -30,6 +32,7 @@ from tests.helpers.spread_site import NS, SpreadSite, spread_site
 pytestmark = pytest.mark.integration
 
 NEW_NODE = "cloud-share-1"  # unique in the session's moto
+SOURCE_DOWN_NODE = "cloud-share-2"  # the new node of the run with the source's API down
 SOURCE_REPLICAS = "migration.hybridcloud.io/source-replicas"
 
 
@@ -37,9 +40,9 @@ def tree(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def instances(moto_server: Any, states: tuple[str, ...] = ("pending", "running")) -> list[str]:
+def instances(moto_server: Any, states: tuple[str, ...] = ("pending", "running"), names: tuple[str, ...] = (NEW_NODE,)) -> list[str]:
     reservations = moto_server.client("ec2").describe_instances(Filters=[
-        {"Name": "tag:Name", "Values": [NEW_NODE]}, {"Name": "instance-state-name", "Values": list(states)}])["Reservations"]
+        {"Name": "tag:Name", "Values": list(names)}, {"Name": "instance-state-name", "Values": list(states)}])["Reservations"]
     return [i["InstanceId"] for r in reservations for i in r["Instances"]]
 
 
@@ -52,14 +55,14 @@ def site(lab, s3_server, moto_server, velero_server, tmp_path_factory) -> Iterat
                              say=lambda text: print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)) as prepared:
                 yield prepared
         finally:  # migrate_back terminates it; if a test stopped before, the next module's watcher must not meet it
-            left = instances(moto_server)
+            left = instances(moto_server, names=(NEW_NODE, SOURCE_DOWN_NODE))
             if left:
                 moto_server.client("ec2").terminate_instances(InstanceIds=left)
 
 
-def migrate(site: SpreadSite, check: bool = False, **extra: Any) -> Run:
+def migrate(site: SpreadSite, check: bool = False, inventory: Path | None = None, **extra: Any) -> Run:
     extra_vars = {"hcm_failed_node": site.failed, "hcm_new_node_name": NEW_NODE, "hcm_report_dir": str(site.workdir / "report"), **extra}
-    return run_playbook(REPO / "playbooks/migrate.yml", inventory=site.inventory, extra_vars=extra_vars, check=check)
+    return run_playbook(REPO / "playbooks/migrate.yml", inventory=inventory or site.inventory, extra_vars=extra_vars, check=check)
 
 
 def migrate_back(site: SpreadSite, **extra: Any) -> Run:
@@ -120,10 +123,16 @@ class Expect:
         assert not self.failed, f"{len(self.failed)} checks failed:\n" + "\n".join(f"- {line}" for line in self.failed)
 
 
+def unreachable_kubeconfig(lab: Any, path: Path) -> Path:
+    """The source's kubeconfig with its server moved to a port nobody listens on: the source's API is down."""
+    path.write_text(re.sub(r"server: https://\S+", f"server: https://127.0.0.1:{free_port()}", lab.kubeconfig("onprem").read_text()))
+    path.chmod(0o600)
+    return path
+
+
 def test_with_the_source_down_the_share_comes_from_the_backup(lab, site, s3_server, tmp_path):
     """First, while nothing has touched the site: the plan alone, in check mode, with the source's API unreachable."""
-    gone = tmp_path / "gone.kubeconfig"
-    gone.write_text(re.sub(r"server: https://\S+", f"server: https://127.0.0.1:{free_port()}", lab.kubeconfig("onprem").read_text()))
+    gone = unreachable_kubeconfig(lab, tmp_path / "gone.kubeconfig")
     planned = run_module("migration_plan", {**site.s3, "cluster": "onprem", "failed_node": site.failed, "run_id": "share-source-down",
                                             "target_node": NEW_NODE, "source": {"kubeconfig": str(gone)}}, check=True)
     assert not planned.get("failed"), planned.get("msg")
@@ -235,4 +244,39 @@ def test_migrate_back_returns_the_shares(lab, site):
         [s.metadata.name for s in client.AppsV1Api(cloud).list_namespaced_stateful_set(NS).items],
         [c.metadata.name for c in client.BatchV1Api(cloud).list_namespaced_cron_job(NS).items],
         [p.metadata.name for p in client.CoreV1Api(cloud).list_namespaced_pod(NS).items]), ([], [], [], []), within=60)
+    expect.verify()
+
+
+def test_with_the_source_down_migrate_moves_the_share_the_backup_saw(lab, site, moto_server, tmp_path):
+    """Last, once migrate_back has given the shares back: migrate.yml again, its source's API unreachable.
+
+    The share is what the backup saw on W1 (2 web replicas, db-0 with its data, the CronJob, the
+    bare pod); nothing can be fenced, and the run says so; the source is left as it was.
+    """
+    new_root = make_instance(tmp_path / "new-node", ("python3", "restic"))
+    document = json.loads(site.inventory.read_text())
+    document["all"]["children"]["hcm_new_nodes"]["hosts"] = {SOURCE_DOWN_NODE: {
+        **document["all"]["children"]["hcm_new_nodes"]["hosts"][NEW_NODE], "ansible_host": str(new_root)}}
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps(document))
+    ran = migrate(site, inventory=inventory, hcm_new_node_name=SOURCE_DOWN_NODE, hcm_migration_run_id=f"{site.failed}-source-down",
+                  hcm_source_kubeconfig=str(unreachable_kubeconfig(lab, tmp_path / "gone.kubeconfig")),
+                  hcm_report_dir=str(tmp_path / "report"))
+    expect = Expect()
+    expect.equal(f"migrate.yml's exit code ({failures(ran)[:2000] if ran.returncode else 'ok'})", lambda: ran.returncode, 0)
+    expect.equal("the run says the source was not fenced", lambda: "the source was NOT fenced" in ran.output, True)
+    cloud_apps = client.AppsV1Api(lab.api("cloud"))
+    expect.equal("cloud: web's replicas", lambda: cloud_apps.read_namespaced_deployment("web", NS).spec.replicas, 2)
+    expect.equal("cloud: ready web pods", lambda: len([p for p in pods(lab, "cloud", "web") if ready(p)]), 2, within=30)
+    expect.equal("cloud: db's replicas and spec.ordinals.start", lambda: (
+        (db := cloud_apps.read_namespaced_stateful_set("db", NS)).spec.replicas, db.spec.ordinals.start if db.spec.ordinals else 0), (1, 0))
+    expect.equal("cloud: the db pods", lambda: [(p.metadata.name, p.spec.node_name, p.status.phase) for p in pods(lab, "cloud", "db")],
+                 [("db-0", SOURCE_DOWN_NODE, "Running")], within=30)
+    expect.equal("cloud: db-0's data on the new node's disk", lambda: tree(new_root / str(site.data).lstrip("/")), tree(site.data))
+    expect.equal("cloud: the CronJob present", lambda: client.BatchV1Api(lab.api("cloud")).read_namespaced_cron_job("report", NS).metadata.name,
+                 "report")
+    expect.equal("report.md says the shares came from the backup", lambda: "shares decided from backup" in (tmp_path / "report/report.md").read_text(),
+                 True)
+    expect.equal("onprem untouched: web's replicas", lambda: client.AppsV1Api(lab.api("onprem")).read_namespaced_deployment("web", NS).spec.replicas, 4)
+    expect.equal("onprem untouched: W1's out-of-service taint", lambda: out_of_service(lab, site.failed), [])
     expect.verify()
