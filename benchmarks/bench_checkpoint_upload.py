@@ -1,6 +1,6 @@
 """Checkpoint + upload: seconds per GiB of process memory, restic beside a plain upload of the same archive.
 
-A real process in the Debian 13 root (criu 4.1, restic 0.18; tests/helpers/debian_root.py), in
+A real process in the Debian 13 root (criu 4.1, restic 0.18; lab/hclab/debian_root.py), in
 a mount and pid namespace of its own, allocates N MiB and then counts. The kubelet stand-in
 (tests/helpers/kubelet_standin.py, the code the node agent's end-to-end test checkpoints with)
 takes a REAL ``criu dump --leave-running`` of it and tars the images in CRI-O's checkpoint
@@ -50,9 +50,9 @@ from dataclasses import dataclass, field
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / ".build" / "collections")]
 
-from tests.helpers.debian_root import ensure_debian_root, run_in_root  # noqa: E402  (needs the path above)
+from lab.hclab.debian_root import ensure_debian_root, run_in_root  # noqa: E402  (needs the path above)
+from lab.hclab.services import S3Server  # noqa: E402
 from tests.helpers.kubelet_standin import COUNTER_DIR, COUNTER_LOG, Container, KubeletStandin  # noqa: E402
-from tests.helpers.services import S3Server  # noqa: E402
 
 # The workload, run as ``perl -e '<this>' MIB DIR`` (so: no single quote in it).
 WORKLOAD_PERL = r"""

@@ -36,11 +36,11 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / ".build" / "collections")]
 
 from benchmarks.bench_checkpoint_upload import load_average, machine, publish  # noqa: E402  (needs the path above)
+from lab.hclab.client import Lab  # noqa: E402
+from lab.hclab.services import MotoServer, S3Server  # noqa: E402
+from lab.hclab.velero_server import VeleroServer  # noqa: E402
 from tests.helpers.ansible_run import ansible_env  # noqa: E402
-from tests.helpers.fixtures_lab import Lab  # noqa: E402
 from tests.helpers.migration_site import failed_site  # noqa: E402
-from tests.helpers.services import MotoServer, S3Server  # noqa: E402
-from tests.helpers.velero import VeleroServer  # noqa: E402
 
 PHASES = ("plan", "provision", "join", "resources", "data", "state", "scale-up")
 

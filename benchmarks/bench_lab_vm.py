@@ -29,9 +29,9 @@ sys.path[:0] = [str(REPO), str(REPO / ".build" / "collections")]
 
 from benchmarks.bench_checkpoint_upload import load_average, machine, publish  # noqa: E402  (needs the path above)
 from benchmarks.bench_demo import spread  # noqa: E402
+from lab.hclab.client import Lab  # noqa: E402
 from lab.hclab.lab_vm import LabVM  # noqa: E402
 from tests.helpers.ansible_run import run_playbook  # noqa: E402
-from tests.helpers.fixtures_lab import Lab  # noqa: E402
 from tests.helpers.lab_vms import failures, inventory  # noqa: E402
 from tests.helpers.lab_worker_image import build_lab_worker_image  # noqa: E402
 

@@ -25,8 +25,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / ".build" / "collections")]
 
-from tests.helpers.debian_root import ensure_debian_root  # noqa: E402  (needs the path above)
-from tests.helpers.services import S3Server  # noqa: E402
+from lab.hclab.debian_root import ensure_debian_root  # noqa: E402  (needs the path above)
+from lab.hclab.services import S3Server  # noqa: E402
 
 
 def make_data(root: pathlib.Path, mib: int) -> int:

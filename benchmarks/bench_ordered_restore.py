@@ -33,7 +33,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / ".build" / "collections")]
 
 from tests.helpers.ansible_run import BIN, ansible_env  # noqa: E402  (needs the path above)
-from tests.helpers.fixtures_lab import Lab  # noqa: E402
+from lab.hclab.client import Lab  # noqa: E402
 
 CLUSTER = "cloud"
 KINDS = ("ServiceAccount", "ConfigMap", "Secret", "Service", "Deployment")

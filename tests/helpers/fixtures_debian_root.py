@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.debian_root import ensure_debian_root
+from lab.hclab.debian_root import ensure_debian_root
 
 _build_error: Exception | None = None
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.services import EtcdServer, LocalService, MotoServer, S3Server
+from lab.hclab.services import EtcdServer, LocalService, MotoServer, S3Server
 
 LOG_TAIL_LINES = 80
 

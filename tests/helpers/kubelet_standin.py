@@ -8,7 +8,7 @@ agent calls, and nothing else:
 
 What is real, and what is not:
 
-- The "containers" are real processes in the Debian 13 root (tests/helpers/debian_root.py):
+- The "containers" are real processes in the Debian 13 root (lab/hclab/debian_root.py):
   one long-lived ``spawn_in_root`` session per container, so each one has its own mount and
   pid namespace. A small supervisor shell script is PID 1 there; it starts the workload (by
   default a counter whose count lives only in a shell variable) as a session leader with a
@@ -72,8 +72,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from lab.hclab.debian_root import spawn_in_root
 from lab.hclab.pki import Authority, CertPair, make_ca
-from tests.helpers.debian_root import spawn_in_root
 from tests.helpers.serving_thread import ServingThread
 
 LOOPBACK = "127.0.0.1"

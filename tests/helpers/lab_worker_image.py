@@ -3,7 +3,7 @@
 playbooks/build_image.yml (target ``lab``) applies the worker_node role, with containerd, to a
 Debian 13 root through a chroot; lab/hclab/vm_image.py then adds the lab's pod network and images.
 The root starts as a copy of a cached debootstrap root that already holds the Debian packages
-(tests/helpers/debian_root.py), so the build spends its time on worker_node, not on downloads.
+(lab/hclab/debian_root.py), so the build spends its time on worker_node, not on downloads.
 
 ``HCM_TEST_WORKER_IMAGE=<dir>`` uses a root built before (by this function) instead: for working
 on the VM tests without rebuilding it each time.
@@ -57,7 +57,7 @@ def build_lab_worker_image(workdir: Path) -> Path:
     if prebuilt:
         return Path(prebuilt)
     root = workdir / "root"
-    subprocess.run([str(REPO / ".venv/bin/python"), "-m", "tests.helpers.debian_root", "instance", str(root),
+    subprocess.run([str(REPO / ".venv/bin/python"), "-m", "lab.hclab.debian_root", "instance", str(root),
                     *[f"--package={p}" for p in PACKAGES]], cwd=REPO, check=True, timeout=1800)
     inventory = workdir / "inventory.yml"
     inventory.write_text(yaml.safe_dump({"all": {"children": {"target_cloud": {"hosts": {"lab-image": {

@@ -33,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.agent_bundle import build_bundle
+from lab.hclab.client import Lab
+from lab.hclab.debian_root import ensure_debian_root, make_instance
+from lab.hclab.services import MotoServer, S3Server
+from lab.hclab.velero_server import VeleroServer
 from tests.helpers import node_agent
 from tests.helpers.ansible_run import REPO, ansible_env, run_module, run_playbook
-from tests.helpers.debian_root import ensure_debian_root, make_instance
-from tests.helpers.fixtures_lab import Lab
 from tests.helpers.kubelet_standin import COUNTER_LOG, KubeletStandin
-from tests.helpers.services import MotoServer, S3Server
-from tests.helpers.velero import VeleroServer, remove_namespace, remove_velero
+from tests.helpers.velero import remove_namespace, remove_velero
 from tests.helpers.wait import wait_until
 
 NS = "demo-shop"

@@ -19,13 +19,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lab.hclab.client import Lab
 from lab.hclab.lab_vm import LabVM
+from lab.hclab.services import MotoServer, S3Server
+from lab.hclab.velero_server import VeleroServer
 from tests.helpers.ansible_run import REPO, run_playbook
-from tests.helpers.fixtures_lab import Lab
 from tests.helpers.lab_vms import BUSYBOX, COUNTER, ROLE_PLAYBOOK, failures, inventory, logged_numbers, node_backup_rights, ssh, ssh_vars, unit_command
 from tests.helpers.migration_site import TARGET_SITE, record_worker_image, site_vars, target_site_vars, velero_backup
-from tests.helpers.services import MotoServer, S3Server
-from tests.helpers.velero import VeleroServer, remove_namespace, remove_velero
+from tests.helpers.velero import remove_namespace, remove_velero
 from tests.helpers.wait import wait_until
 
 NS = "real-shop"

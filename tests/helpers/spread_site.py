@@ -36,12 +36,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from lab.hclab.client import Lab
+from lab.hclab.debian_root import make_instance
+from lab.hclab.services import MotoServer, S3Server
+from lab.hclab.velero_server import VeleroServer
 from tests.helpers.ansible_run import run_module
-from tests.helpers.debian_root import make_instance
-from tests.helpers.fixtures_lab import Lab
 from tests.helpers.migration_site import Site, free_node, migration_inventory, node_agent_backup, record_worker_image, velero_backup
-from tests.helpers.services import MotoServer, S3Server
-from tests.helpers.velero import VeleroServer, ignore_missing, remove_namespace, remove_velero
+from tests.helpers.velero import ignore_missing, remove_namespace, remove_velero
 from tests.helpers.wait import wait_until
 
 # kwok completes a Job's pod at once; this annotation of its pod-complete stage keeps it running.

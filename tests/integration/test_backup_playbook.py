@@ -15,8 +15,8 @@ import sys
 import pytest
 from kubernetes import client
 
+from lab.hclab.debian_root import make_instance, run_in_root
 from tests.helpers.ansible_run import REPO, run_playbook
-from tests.helpers.debian_root import make_instance, run_in_root
 from tests.helpers.velero import remove_velero
 
 pytestmark = pytest.mark.integration

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
+from lab.hclab.client import Lab
 from lab.hclab.paths import bin_dir
 from tests.helpers.ansible_run import ModuleResult, Run, run_module, run_playbook
-from tests.helpers.fixtures_lab import Lab
 from tests.helpers.jws import jws_signature_valid
 from tests.helpers.wait import wait_until
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.debian_root import run_in_root, spawn_in_root
+from lab.hclab.debian_root import run_in_root, spawn_in_root
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import subprocess
 import pytest
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.agent_bundle import build_bundle
+from lab.hclab.services import EtcdServer
 from tests.helpers.ansible_run import REPO
-from tests.helpers.services import EtcdServer
 from tests.integration.test_backup_catalog import info
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ import uuid
 import pytest
 from kubernetes import client
 
+from lab.hclab.debian_root import make_instance
 from tests.helpers.ansible_run import REPO, Run, run_playbook
-from tests.helpers.debian_root import make_instance
 
 pytestmark = pytest.mark.integration
 

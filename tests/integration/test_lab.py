@@ -26,9 +26,10 @@ from typing import Any
 import pytest
 import yaml
 
+from lab.hclab.client import Lab
 from lab.hclab.cluster import api_client
+from lab.hclab.paths import REPO
 from tests.helpers.ansible_run import ModuleResult, run_module
-from tests.helpers.fixtures_lab import REPO, Lab
 from tests.helpers.jws import jws_signature_valid
 from tests.helpers.wait import wait_until
 

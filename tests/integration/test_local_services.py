@@ -20,9 +20,9 @@ import pytest
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 
+from lab.hclab.services import EtcdServer, MotoServer, S3Server, ServiceError, http_request
 from tests.helpers.fault_proxy import FaultProxy, on
 from tests.helpers.fixtures_services import S3ServerFactory
-from tests.helpers.services import EtcdServer, MotoServer, S3Server, ServiceError, http_request
 
 pytestmark = pytest.mark.integration
 

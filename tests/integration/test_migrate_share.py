@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from lab.hclab.debian_root import make_instance
+from lab.hclab.services import free_port
 from tests.helpers.ansible_run import REPO, Run, run_module, run_playbook
-from tests.helpers.debian_root import make_instance
 from tests.helpers.migration_site import OUT_OF_SERVICE, TARGET_SITE, return_node_inventory
-from tests.helpers.services import free_port
 from tests.helpers.spread_site import NS, SpreadSite, spread_site
 
 pytestmark = pytest.mark.integration

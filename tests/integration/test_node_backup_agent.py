@@ -32,10 +32,10 @@ from typing import Any
 import pytest
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.agent_bundle import build_bundle
+from lab.hclab.debian_root import run_in_root
 from lab.hclab.pki import CertPair
-from tests.helpers.debian_root import run_in_root
-from tests.helpers.fault_proxy import FaultProxy
 from tests.helpers import node_agent
+from tests.helpers.fault_proxy import FaultProxy
 from tests.helpers.kubelet_standin import COUNTER_LOG, KubeletStandin
 from tests.helpers.node_agent import AGENT, Setup, grant_identity
 from tests.helpers.wait import wait_until

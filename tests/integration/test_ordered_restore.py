@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from lab.hclab.client import Lab
 from tests.helpers.ansible_run import ModuleResult, run_module
-from tests.helpers.fixtures_lab import Lab
 from tests.helpers.tcp_proxy import TcpProxy, proxy_to
 from tests.helpers.wait import wait_until
 

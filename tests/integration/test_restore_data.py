@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.hclab.debian_root import make_instance
 from tests.helpers.ansible_run import REPO, Run, run_playbook
-from tests.helpers.debian_root import make_instance
 
 pytestmark = pytest.mark.integration
 

@@ -44,8 +44,8 @@ from typing import Any
 
 import pytest
 
+from lab.hclab.debian_root import make_instance, run_in_root
 from tests.helpers.ansible_run import BIN, REPO, Run, _parse, ansible_env, run_module, run_playbook
-from tests.helpers.debian_root import make_instance, run_in_root
 from tests.helpers.kubelet_standin import COUNTER_LOG, KubeletStandin
 from tests.helpers.wait import wait_until
 

@@ -326,7 +326,7 @@ def test_lab_image_is_built_through_a_chroot_and_recorded(s3_server, s3_bucket, 
     # The root debootstrap would make (a copy of the cached one, so that this test spends its time on
     # worker_node; molecule/worker_image runs debootstrap itself).
     root = tmp_path / "image"
-    subprocess.run([str(REPO / ".venv/bin/python"), "-m", "tests.helpers.debian_root", "instance", str(root),
+    subprocess.run([str(REPO / ".venv/bin/python"), "-m", "lab.hclab.debian_root", "instance", str(root),
                     "--package=python3", "--package=systemd"], cwd=REPO, check=True, timeout=1800)
     catalog = {"bucket": s3_bucket, "cluster": "lab", "endpoint_url": s3_server.endpoint_url,
                "region": s3_server.region, "access_key": s3_server.access_key, "secret_key": s3_server.secret_key}
@@ -350,7 +350,7 @@ def test_lab_image_is_built_through_a_chroot_and_recorded(s3_server, s3_bucket, 
     assert s3_server.secret_key not in build.output
     assert task_on(build, "lab-1", "Apply worker_node to the root through a chroot").get("changed"), build.output
     kubelet = subprocess.run([str(REPO / ".venv/bin/python"), "-c",
-                              "import sys; from tests.helpers.debian_root import run_in_root; "
+                              "import sys; from lab.hclab.debian_root import run_in_root; "
                               "print(run_in_root(sys.argv[1], ['kubelet', '--version'], timeout=60).stdout)", str(root)],
                              cwd=REPO, capture_output=True, text=True, check=True)
     assert kubelet.stdout.strip() == f"Kubernetes v{K8S}"
@@ -373,7 +373,7 @@ def test_lab_image_is_built_through_a_chroot_and_recorded(s3_server, s3_bucket, 
     images = task(lookup, "Read the target cluster's worker images from the catalog")["latest"]["data"]["image"]
     assert [i["details"] for i in images] == [{"cloud": "lab", "region": "loopback", "image_id": str(root), "path": str(root),
                                                "kubernetes_version": f"v{K8S}"}]
-    subprocess.run([str(REPO / ".venv/bin/python"), "-m", "tests.helpers.debian_root", "remove", str(root)], cwd=REPO, check=True)
+    subprocess.run([str(REPO / ".venv/bin/python"), "-m", "lab.hclab.debian_root", "remove", str(root)], cwd=REPO, check=True)
 
 
 def _sha256(path: Path) -> str:

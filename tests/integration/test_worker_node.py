@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.hclab.debian_root import make_instance, run_in_root
 from tests.helpers.ansible_run import REPO, Run, run_playbook
-from tests.helpers.debian_root import make_instance, run_in_root
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@
 # the usual character devices, /dev/net/tun (criu check probes it), a private devpts
 # (newinstance: ptys opened inside are not the host's), shm and the fd links; never the host's
 # devices. More character devices may be named after ROOT (a lab VM adds kmsg and console).
-# Used by lab/hclab/vm/boot.sh (lab VMs) and tests/helpers/enter_root.sh (the Debian root).
+# Used by lab/hclab/vm/boot.sh (lab VMs) and lab/hclab/enter_root.sh (the Debian root).
 set -eu
 root=$1
 shift

@@ -1,11 +1,11 @@
-"""Real local services for integration tests, each on a free loopback port.
+"""The lab's real local services (S3, the EC2 API, etcd), each on a free loopback port.
 
-Every service is a child process in its own process group, writes its output
-to a log file in its own work directory, is health-checked before it is handed
-out, and can be stopped and restarted on the same port with the same data, so
-tests can simulate an outage against the real program rather than a mock.
+LAB INFRASTRUCTURE, NOT PRODUCT CODE. Every service is a child process in its own process
+group, writes its output to a log file in its own work directory, is health-checked before it
+is handed out, and can be stopped and restarted on the same port with the same data, so tests
+can simulate an outage against the real program rather than a mock.
 
-Used by ``tests/helpers/fixtures_services.py``; usable on its own too::
+Used by the demo (demo/) and the tests' fixtures (tests/helpers/fixtures_services.py)::
 
     with S3Server() as s3:
         s3.create_bucket("my-bucket")
@@ -87,7 +87,7 @@ def http_request(
 
 
 class LocalService:
-    """A real server process run for tests: start, health-check, stop, restart, logs.
+    """A real server process of the lab: start, health-check, stop, restart, logs.
 
     Subclasses set ``argv`` (and ``env`` if needed) in ``__init__`` with ports
     chosen once, so ``restart()`` comes back on the same port and data, and
@@ -230,7 +230,7 @@ def _stop_leftovers() -> None:
 
 
 class S3Server(LocalService):
-    """``rclone serve s3`` over a local folder: a real S3 API (SigV4, multipart) for tests.
+    """``rclone serve s3`` over a local folder: a real S3 API (SigV4, multipart) on loopback.
 
     Buckets are the top-level folders of ``data_dir``; objects are plain files,
     so tests can look at them on disk; seed objects through the S3 API, since rclone's

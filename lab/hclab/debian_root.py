@@ -1,4 +1,4 @@
-"""A cached Debian 13 (trixie) root for tests, and commands run inside it.
+"""A cached Debian 13 (trixie) root for the lab and the tests, and commands run inside it.
 
 The host is Debian 12, whose criu 3.17 cannot dump anything on this kernel (BRIEF section 4);
 trixie ships criu 4.1, etcd 3.5 and restic 0.18. ``ensure_debian_root`` builds a minbase root
@@ -284,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``instance DEST [--package P]...`` makes a copy to test roles in; ``remove DEST`` deletes one."""
     import argparse  # pylint: disable=import-outside-toplevel  # only the command line needs it
 
-    parser = argparse.ArgumentParser(prog="python -m tests.helpers.debian_root", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m lab.hclab.debian_root", description=main.__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     instance = sub.add_parser("instance", help="copy the cached root (built on first use) to DEST")
     instance.add_argument("dest", type=Path)

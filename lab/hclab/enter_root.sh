@@ -1,6 +1,6 @@
 #!/bin/sh
 # Enter a Debian root and exec a command in it, as PID 1 of a fresh pid namespace.
-# Started by tests/helpers/debian_root.py as:
+# Started by lab/hclab/debian_root.py as:
 #   unshare --mount --pid --fork --kill-child /bin/sh enter_root.sh ROOT [--bind HOST INNER]... -- ARGV...
 # Everything mounted here lives only in this mount namespace and disappears with it.
 set -eu
