@@ -76,12 +76,14 @@ units: venv
 integration: venv system-packages lab-build lab-build-velero lab-build-packer lab-build-containerd
 	PATH=$(BIN):$$PATH $(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-# The main command: the lab, S3, moto (the cloud's EC2 API) and Velero on loopback; a backed-up
-# worker of onprem dies; playbooks/migrate.yml brings its workloads back on cloud and reports.
-# DEMO_ARGS="--keep" waits before stopping the lab, to look around.
+# The main command: the demo site of demo/ (the lab, S3, moto as the cloud's EC2 API and Velero on
+# loopback; real worker nodes in lab VMs); a backed-up worker of onprem dies; playbooks/migrate.yml
+# brings its workloads back on cloud and reports. DEMO_ARGS="--keep" keeps it up, to look around.
+# Only the collection's path is given: the demo imports nothing of tests/.
 .PHONY: demo
-demo: deps lab-build lab-build-velero
-	PATH=$(BIN):$$PATH PYTHONPATH=$(COLLECTIONS) $(BIN)/python -m tests.helpers.migration_site $(DEMO_ARGS)
+demo: deps lab-build lab-build-velero lab-build-containerd
+	@echo "[make demo $$(date +%H:%M:%S)] installed: the virtualenv, the collections, the lab's builds"
+	PATH=$(BIN):$$PATH PYTHONPATH=$(COLLECTIONS) $(BIN)/python -m demo $(DEMO_ARGS)
 
 # One scenario per role under molecule/; instances are Debian roots made by tests/helpers, or a private lab (velero).
 molecule: venv system-packages collection-link lab-build

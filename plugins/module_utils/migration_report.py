@@ -177,7 +177,7 @@ def share_stayed(share: t.Optional[t.Mapping[str, t.Any]]) -> str:
 
 def headline(report: t.Mapping[str, t.Any]) -> str:
     """One line: outcome, what moved where, RTO, worst RPO."""
-    mark = {"succeeded": "OK", "partial": "PARTIAL", "failed": "FAILED"}[report["outcome"]]
+    mark = {"succeeded": "SUCCEEDED", "partial": "PARTIAL", "failed": "FAILED"}[report["outcome"]]
     cold = sum(1 for s in report["state"] if s["outcome"] == "cold-start")
     rpos = ", ".join("%s %s" % (kind, human_duration(value["seconds"])) for kind, value in report["rpo"].items())
     line = "%s: %d workloads of %s (%s) moved to %s on %s%s in %s (RTO)" % (

@@ -126,7 +126,7 @@ headline:
   description: The outcome in one line.
   returned: success
   type: str
-  sample: "OK: 3 workloads of worker-3 (onprem) moved to aws-eu-central-1 on aws node aws-worker-3 in 4m 12s (RTO); RPO resources 14m 02s."
+  sample: "SUCCEEDED: 3 workloads of worker-3 (onprem) moved to aws-eu-central-1 on aws node aws-worker-3 in 4m 12s (RTO); RPO resources 14m 02s."
 report:
   description: The report document (what C(report.json) holds).
   returned: success

@@ -1,4 +1,4 @@
-"""A site whose worker dies, ready for playbooks/migrate.yml: used by its test and by ``make demo``.
+"""A site whose worker dies, ready for playbooks/migrate.yml: used by its tests and benchmarks/bench_demo.py.
 
 On the lab's ``onprem`` cluster: a web Deployment with its Service, ConfigMap and Secret, a
 StatefulSet whose local PV lives on the worker that will fail, and a counter Deployment that
@@ -9,22 +9,17 @@ checkpoint of the counter through the kubelet stand-in of tests/helpers/kubelet_
 the worker image of the ``cloud`` cluster recorded in its catalog (moto's AMI).
 Then the worker fails. The inventory written for migrate.yml targets ``cloud`` through moto's
 EC2 API; the new VM joins by itself (the lab's cloud watcher stands a node up behind the
-instance) and its disk is a Debian 13 root reached with the chroot connection.
-
-    python -m tests.helpers.migration_site    the demo: all of the above, then migrate.yml and its report
+instance) and its disk is a Debian 13 root reached with the chroot connection. (``make demo``
+runs the same story on real nodes, from demo/.)
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import types
 import uuid
@@ -38,7 +33,7 @@ from lab.hclab.debian_root import ensure_debian_root, make_instance
 from lab.hclab.services import MotoServer, S3Server
 from lab.hclab.velero_server import VeleroServer
 from tests.helpers import node_agent
-from tests.helpers.ansible_run import REPO, ansible_env, run_module, run_playbook
+from tests.helpers.ansible_run import REPO, run_module, run_playbook
 from tests.helpers.kubelet_standin import COUNTER_LOG, KubeletStandin
 from tests.helpers.velero import remove_namespace, remove_velero
 from tests.helpers.wait import wait_until
@@ -277,54 +272,3 @@ def failed_site(lab: Lab, s3_server: S3Server, moto_server: MotoServer, velero_s
             wait_until(f"namespace {NS} to be deleted in {cluster}", lambda cluster=cluster: NS not in [
                 ns.metadata.name for ns in client.CoreV1Api(lab.api(cluster)).list_namespace().items], 120, interval=1)
         remove_velero(lab, "onprem")
-
-
-# -- make demo -----------------------------------------------------------------------------------
-
-def demo(workdir: Path, keep: bool) -> int:
-    """Everything on loopback: a lab, the S3 server, moto, Velero; the site fails; migrate.yml runs."""
-    def say(text: str) -> None:
-        print(f"[demo {time.strftime('%H:%M:%S')}] {text}", flush=True)
-
-    lab = Lab(workdir / "lab")
-    say("starting the lab (two Kubernetes clusters: onprem and cloud), the S3 server and moto_server (the cloud's EC2 API)")
-    with S3Server(workdir / "s3") as s3_server, MotoServer(workdir / "moto") as moto_server:
-        lab.up(onprem_nodes=2, cloud_nodes=2)
-        try:
-            velero = VeleroServer(workdir / "velero", lab.kubeconfig("onprem"))
-            with failed_site(lab, s3_server, moto_server, velero, workdir / "site", "cloud-worker-9", say) as site, \
-                    lab.cloud_watcher("cloud", moto_server.endpoint_url, region=moto_server.region):
-                say(f"running playbooks/migrate.yml -e hcm_failed_node={site.failed}")
-                env = ansible_env({"ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default"})
-                started = time.monotonic()
-                ran = subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), str(REPO / "playbooks/migrate.yml"),
-                                      "-i", str(site.inventory), "-e", json.dumps({"hcm_failed_node": site.failed, "hcm_new_node_name": site.new_node,
-                                                                                   "hcm_report_dir": str(workdir / "report")})],
-                                     cwd=REPO, env=env, check=False)
-                say(f"migrate.yml ended with {ran.returncode} after {time.monotonic() - started:.0f} s")
-                report = workdir / "report/report.md"
-                if report.exists():
-                    print("\n" + report.read_text())
-                    say(f"report: {report} and {workdir / 'report/report.json'}")
-                if keep:
-                    say(f"--keep: the lab stays up (python -m lab.hclab status --state-dir {lab.state_dir}); press Enter to end")
-                    input()
-                return ran.returncode
-        finally:
-            lab.down()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="make demo", description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--workdir", type=Path, help="where the lab, servers and report live (default: a new temporary folder)")
-    parser.add_argument("--keep", action="store_true", help="wait for Enter before stopping the lab, to look around")
-    args = parser.parse_args(argv)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="hcm-demo-"))
-    if args.workdir and workdir.exists():
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    return demo(workdir.resolve(), args.keep)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

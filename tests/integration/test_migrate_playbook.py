@@ -1,6 +1,6 @@
 """playbooks/migrate.yml end to end in the lab: a worker of `onprem` dies, its workloads come back on `cloud`.
 
-The site (tests/helpers/migration_site.py, also what `make demo` runs) is backed up with real
+The site (tests/helpers/migration_site.py) is backed up with real
 parts: both lab clusters, the S3 server, Velero (the role's schedule, a real backup, recorded by
 velero_catalog), a real restic snapshot of the StatefulSet's local volume, moto_server's EC2 API as
 the target cloud. Stand-ins, both lab infrastructure: the lab's cloud watcher stands a kwok node up

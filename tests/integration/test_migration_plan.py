@@ -160,7 +160,7 @@ def test_report_of_a_run_is_written_beside_its_plan(backed_up, s3_server, tmp_pa
         "target_cloud": "aws", "phases": phases, "plan": planned["plan"], "backups": planned["plan"]["backups"]["taken_at"],
         "dest": str(tmp_path / "report")})
     assert not written.get("failed"), written.get("msg")
-    assert written["headline"].startswith(f"OK: 2 workloads of {backed_up['failed']} (onprem) moved to cloud on aws node cloud-worker-9")
+    assert written["headline"].startswith(f"SUCCEEDED: 2 workloads of {backed_up['failed']} (onprem) moved to cloud on aws node cloud-worker-9")
     assert (tmp_path / "report/report.md").read_text() == written["markdown"]
     assert json.loads((tmp_path / "report/report.json").read_text())["rpo"]["resources"]["taken_at"]
     uploaded = s3_server.client().get_object(Bucket=backed_up["s3"]["bucket"], Key="migrations/onprem/plan-test/report.md")

@@ -51,6 +51,11 @@ def test_headline_says_it_all_in_one_line():
     assert "1 started without their in-memory state" in line
 
 
+def test_a_run_with_everything_back_says_succeeded():
+    doc = report(state=[{"name": "shop/web-1/web", "outcome": "restored"}])
+    assert doc["outcome"] == "succeeded" and headline(doc).startswith("SUCCEEDED: 2 workloads of worker-3 (onprem) moved to aws-eu")
+
+
 def test_a_failed_phase_fails_the_outcome():
     phases = PHASES[:3] + [{"name": "resources", "status": "failed", "started_at": "2026-11-25T03:02:30Z",
                             "finished_at": "2026-11-25T03:02:40Z", "detail": "API server stopped"}]

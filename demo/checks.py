@@ -1,0 +1,91 @@
+"""What a person checks after the migration, each check one line: where the pods run, the bytes, the count."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from demo.lab_site import DATA_PATH, NEW_NODE, NS, ONPREM_VM, LabSite, digests
+
+
+@dataclass
+class Check:
+    what: str
+    passed: bool
+    detail: str
+
+
+def _eventually(probe: Callable[[], tuple[bool, str]], within: float) -> tuple[bool, str]:
+    """``probe()`` until it passes or ``within`` seconds are over; an error is a failed probe."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            passed, detail = probe()
+        except Exception as error:  # pylint: disable=broad-exception-caught  # a check reports, it does not stop the demo
+            passed, detail = False, f"{type(error).__name__}: {str(error)[:200]}"
+        if passed or time.monotonic() >= deadline:
+            return passed, detail
+        time.sleep(2)
+
+
+def _pods(site: LabSite, cluster: str, app: str) -> list[Any]:
+    from kubernetes import client  # pylint: disable=import-outside-toplevel
+
+    return [p for p in client.CoreV1Api(site.lab.api(cluster)).list_namespaced_pod(NS, label_selector=f"app={app}").items
+            if p.metadata.deletion_timestamp is None]
+
+
+def _placed(site: LabSite, cluster: str, app: str) -> list[str]:
+    return sorted(f"{p.metadata.name.rsplit('-', 2)[0] if app != 'db' else p.metadata.name} on {p.spec.node_name} ({p.status.phase})"
+                  for p in _pods(site, cluster, app))
+
+
+def _counts_on(numbers: list[int], before: int, after: int) -> tuple[bool, str]:
+    """The last run of consecutive numbers goes through the checkpointed value and on; a cold start counts from elsewhere."""
+    start = len(numbers) - 1
+    while start > 0 and numbers[start - 1] == numbers[start] - 1:
+        start -= 1
+    passed = bool(numbers) and before - 600 < numbers[start] <= after + 1 < numbers[-1]
+    return passed, f"counting {numbers[start]}..{numbers[-1]} after being checkpointed at {before}..{after}" if numbers else "no output"
+
+
+def run_all(site: LabSite, data: dict[str, str], counted: tuple[int, int], say: Callable[[str], None]) -> list[Check]:
+    from kubernetes import client  # pylint: disable=import-outside-toplevel
+
+    def node_ready() -> tuple[bool, str]:
+        node = client.CoreV1Api(site.lab.api("cloud")).read_node(NEW_NODE)
+        ready = [c.status for c in node.status.conditions if c.type == "Ready"] == ["True"]
+        return ready, f"{NEW_NODE} Ready={ready}, runtime {node.status.node_info.container_runtime_version}"
+
+    def moved() -> tuple[bool, str]:
+        placed = {app: _placed(site, "cloud", app) for app in ("db", "counter", "web")}
+        wanted = {"db": [f"db-0 on {NEW_NODE} (Running)"], "counter": [f"counter on {NEW_NODE} (Running)"], "web": [f"web on {NEW_NODE} (Running)"]}
+        return placed == wanted, "; ".join(", ".join(v) or f"no {k}" for k, v in placed.items())
+
+    def stayed() -> tuple[bool, str]:
+        web = _placed(site, "onprem", "web")
+        replicas = client.AppsV1Api(site.lab.api("onprem")).read_namespaced_deployment("web", NS).spec.replicas
+        return replicas == 1 and len(web) == 1 and ONPREM_VM not in web[0] and "Running" in web[0], f"replicas {replicas}: {', '.join(web) or 'none'}"
+
+    def same_bytes() -> tuple[bool, str]:
+        found = digests(site.ssh_key, site.new_node_address(), DATA_PATH)
+        return found == data, ", ".join(f"{name} {'equal' if found.get(name) == digest else 'DIFFERENT'}" for name, digest in sorted(data.items()))
+
+    def counts_on() -> tuple[bool, str]:
+        pod = _pods(site, "cloud", "counter")[0].metadata.name
+        log = client.CoreV1Api(site.lab.api("cloud")).read_namespaced_pod_log(pod, NS, _request_timeout=10)
+        return _counts_on([int(x) for x in log.split()], *counted)
+
+    found = []
+    for what, probe, within in (
+            (f"the new node {NEW_NODE} joined cloud and is Ready", node_ready, 60),
+            (f"cloud runs db-0, the counter and web's share (1 of 2) on {NEW_NODE}", moved, 120),
+            ("onprem keeps the other web replica, on its live node (web scaled to 1 there)", stayed, 60),
+            (f"db-0's local volume on {NEW_NODE} holds the bytes backed up on {ONPREM_VM} (sha256)", same_bytes, 30),
+            ("the counter goes on from its checkpointed value (its memory came back)", counts_on, 60)):
+        passed, detail = _eventually(probe, within)
+        found.append(Check(what, passed, detail))
+        say(f"{'ok' if passed else 'FAILED'}: {what}: {detail}")
+    return found
