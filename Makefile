@@ -80,10 +80,18 @@ integration: venv system-packages lab-build lab-build-velero lab-build-packer la
 # loopback; real worker nodes in lab VMs); a backed-up worker of onprem dies; playbooks/migrate.yml
 # brings its workloads back on cloud and reports. DEMO_ARGS="--keep" keeps it up, to look around.
 # Only the collection's path is given: the demo imports nothing of tests/.
-.PHONY: demo
-demo: deps lab-build lab-build-velero lab-build-containerd
-	@echo "[make demo $$(date +%H:%M:%S)] installed: the virtualenv, the collections, the lab's builds"
+.PHONY: demo demo-checks
+demo: demo-checks
+	@echo "[make demo $$(date +%H:%M:%S)] installing: the virtualenv, the collections, Debian packages, the lab's builds (cached)"
+	@$(MAKE) --no-print-directory deps lab-build lab-build-velero lab-build-containerd
+	@echo "[make demo $$(date +%H:%M:%S)] installed"
 	PATH=$(BIN):$$PATH PYTHONPATH=$(COLLECTIONS) $(BIN)/python -m demo $(DEMO_ARGS)
+
+# Before anything is installed: what only the user can fix.
+demo-checks:
+	@if [ "$$(id -u)" -ne 0 ]; then \
+	    echo "make demo: needs root (the lab's VMs are network, mount and pid namespaces; make deps installs Debian packages). Fix: run it as root." >&2; \
+	    exit 1; fi
 
 # One scenario per role under molecule/; instances are Debian roots made by tests/helpers, or a private lab (velero).
 molecule: venv system-packages collection-link lab-build

@@ -54,10 +54,11 @@ class Demo:
         argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(INVENTORY), str(playbook), *args]
         if extra_vars:
             argv += ["-e", json.dumps(extra_vars)]
-        shown = " ".join(a for a in argv[1:] if not a.startswith("{")).replace(str(REPO) + "/", "")
-        self.say(f"ansible-playbook {shown.split(' ', 2)[-1] if shown.startswith('-i') else shown}")
-        env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "false",
+        shown = [str(playbook.relative_to(REPO)), *args, *(f"-e {key}={value}" for key, value in (extra_vars or {}).items())]
+        self.say("ansible-playbook -i demo/inventory " + " ".join(shown))
+        env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "false", "ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml",
                "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_LOCALHOST_WARNING": "False"}
+        env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(REPO / ".build/collections"))
         ran = subprocess.run(argv, cwd=REPO, env=env, check=False)
         if ran.returncode != 0:
             raise DemoError(f"{playbook.relative_to(REPO)} failed (exit {ran.returncode}): its output above says where")
@@ -71,59 +72,69 @@ class Demo:
             site = stack.enter_context(LabSite.started(self.workdir, self.say))
             stack.callback(self.say, "stopping everything the demo started")
             stack.callback(_remove, LAB_VARS)
-            site.write_inventory_vars(LAB_VARS, restic_password=secrets.token_urlsafe(24))
-            self.say(f"the inventory's lab settings: {LAB_VARS.relative_to(REPO)} (mode 0600)")
-
-            self.step("building the worker image with playbooks/build_image.yml (target lab: the worker_node role into a Debian root)")
-            site.seed_image()
-            self.playbook(REPO / "playbooks/build_image.yml", extra_vars={"hcm_image_hosts": "lab_image", "hcm_image_build": True})
-            site.finish_image()
-            self.playbook(HERE / "playbooks/record_image.yml")
-
-            self.step(f"booting {ONPREM_VM} from the worker image and joining it to onprem with kubeadm")
-            site.boot_onprem_worker()
-            self.playbook(HERE / "playbooks/onprem_worker.yml")
-
-            self.step("deploying the shop (demo/manifests/shop.yml)")
-            self.playbook(HERE / "playbooks/shop.yml")
-            data = site.data_digests()
-            self.say(f"db-0's local volume on {ONPREM_VM}: " + ", ".join(f"{name} sha256 {digest[:12]}" for name, digest in sorted(data.items())))
-
-            self.step("setting up the backups with playbooks/backup.yml (Velero and its schedule, the node backup agent)")
-            site.velero.start_in_background()
-            self.playbook(REPO / "playbooks/backup.yml")
-            site.velero.join_start()
-
-            self.step("backing up now: the node agent once on each worker (its timer's command), then playbooks/backup_now.yml")
-            before = site.counted()
-            self.playbook(HERE / "playbooks/backup_workers_now.yml")
-            after = site.counted()
-            self.say(f"the counter was between {before} and {after} when its checkpoint was taken")
-            self.playbook(REPO / "playbooks/backup_now.yml", "--limit", "localhost")
-
-            self.step(f"{ONPREM_VM} fails: the VM powers off, its pods' memory is gone")
-            site.fail_onprem_worker()
-
-            self.step(f"migrating: playbooks/migrate.yml -e hcm_failed_node={ONPREM_VM}")
-            report_dir = self.workdir / "report"
-            with site.vm_cloud():
-                migrated_at = time.monotonic()
-                self.playbook(REPO / "playbooks/migrate.yml", extra_vars={"hcm_failed_node": ONPREM_VM, "hcm_report_dir": str(report_dir)})
-                self.say(f"migrate.yml took {time.monotonic() - migrated_at:.0f} s")
-
-                self.step("checking what a person would check")
-                found = checks.run_all(site, data, (before, after), self.say)
+            try:
+                found = self.story(site)
+            except DemoError as error:
                 if self.keep:
+                    self.say(f"FAILED: {error}")
                     self.look_around(site)
-            report = json.loads((report_dir / "report.json").read_text())
-            markdown = (report_dir / "report.md").read_text()
-        self.say(f"the demo took {(time.monotonic() - self.started) / 60:.1f} min; report: {report_dir}/report.md and report.json")
-        print("\n" + markdown.rstrip() + "\n", flush=True)
+                raise
+        report_dir = self.workdir / "report"
+        report = json.loads((report_dir / "report.json").read_text())
+        self.say(f"the demo took {(time.monotonic() - self.started) / 60:.1f} min; the report: {report_dir}/report.md and report.json")
+        print("\n" + (report_dir / "report.md").read_text().rstrip() + "\n", flush=True)
         failed = [check for check in found if not check.passed]
         if failed:
             print(f"{len(failed)} of {len(found)} checks failed: " + "; ".join(c.what for c in failed), flush=True)
         print(headline(report), flush=True)
         return 0 if report["outcome"] == "succeeded" and not failed else 1
+
+    def story(self, site: LabSite) -> list[checks.Check]:
+        """From the lab up to the checks after the migration; the caller stops the lab."""
+        site.write_inventory_vars(LAB_VARS, restic_password=secrets.token_urlsafe(24))
+        self.say(f"the inventory's lab settings: {LAB_VARS.relative_to(REPO)} (mode 0600)")
+
+        self.step("building the worker image with playbooks/build_image.yml (target lab: the worker_node role into a Debian root)")
+        site.seed_image()
+        self.playbook(REPO / "playbooks/build_image.yml", extra_vars={"hcm_image_hosts": "lab_image", "hcm_image_build": True})
+        site.finish_image()
+        self.playbook(HERE / "playbooks/record_image.yml")
+
+        self.step(f"booting {ONPREM_VM} from the worker image and joining it to onprem with kubeadm")
+        site.boot_onprem_worker()
+        self.playbook(HERE / "playbooks/onprem_worker.yml")
+
+        self.step("deploying the shop (demo/manifests/shop.yml)")
+        self.playbook(HERE / "playbooks/shop.yml")
+        data = site.data_digests()
+        self.say(f"db-0's local volume on {ONPREM_VM}: " + ", ".join(f"{name} sha256 {digest[:12]}" for name, digest in sorted(data.items())))
+
+        self.step("setting up the backups with playbooks/backup.yml (Velero and its schedule, the node backup agent)")
+        site.velero.start_in_background()
+        self.playbook(REPO / "playbooks/backup.yml")
+        site.velero.join_start()
+
+        self.step("backing up now: the node agent once on each worker (its timer's command), then playbooks/backup_now.yml")
+        before = site.counted()
+        self.playbook(HERE / "playbooks/backup_workers_now.yml")
+        after = site.counted()
+        self.say(f"the counter was between {before} and {after} when its checkpoint was taken")
+        self.playbook(REPO / "playbooks/backup_now.yml", "--limit", "localhost")
+
+        self.step(f"{ONPREM_VM} fails: the VM powers off, its pods' memory is gone")
+        site.fail_onprem_worker()
+
+        self.step(f"migrating: playbooks/migrate.yml -e hcm_failed_node={ONPREM_VM}")
+        with site.vm_cloud():
+            migrated_at = time.monotonic()
+            self.playbook(REPO / "playbooks/migrate.yml", extra_vars={"hcm_failed_node": ONPREM_VM, "hcm_report_dir": str(self.workdir / "report")})
+            self.say(f"migrate.yml took {time.monotonic() - migrated_at:.0f} s")
+
+            self.step("checking what a person would check")
+            found = checks.run_all(site, data, (before, after), self.say)
+            if self.keep:
+                self.look_around(site)
+        return found
 
     def look_around(self, site: LabSite) -> None:
         self.say("--keep: everything stays up until you press Enter. To look around:")
