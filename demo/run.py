@@ -56,8 +56,9 @@ class Demo:
             argv += ["-e", json.dumps(extra_vars)]
         shown = [str(playbook.relative_to(REPO)), *args, *(f"-e {key}={value}" for key, value in (extra_vars or {}).items())]
         self.say("ansible-playbook -i demo/inventory " + " ".join(shown))
-        env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "false", "ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml",
-               "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_RETRY_FILES_ENABLED": "False", "ANSIBLE_LOCALHOST_WARNING": "False"}
+        env = {**os.environ, "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "yaml",
+               "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "false", "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_RETRY_FILES_ENABLED": "False",
+               "ANSIBLE_LOCALHOST_WARNING": "False"}
         env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(REPO / ".build/collections"))
         ran = subprocess.run(argv, cwd=REPO, env=env, check=False)
         if ran.returncode != 0:
@@ -127,7 +128,8 @@ class Demo:
         self.step(f"migrating: playbooks/migrate.yml -e hcm_failed_node={ONPREM_VM}")
         with site.vm_cloud():
             migrated_at = time.monotonic()
-            self.playbook(REPO / "playbooks/migrate.yml", extra_vars={"hcm_failed_node": ONPREM_VM, "hcm_report_dir": str(self.workdir / "report")})
+            report_dir = str(self.workdir / "report")
+            self.playbook(REPO / "playbooks/migrate.yml", extra_vars={"hcm_failed_node": ONPREM_VM, "hcm_report_dir": report_dir})
             self.say(f"migrate.yml took {time.monotonic() - migrated_at:.0f} s")
 
             self.step("checking what a person would check")
@@ -156,4 +158,3 @@ def main(workdir: Path, keep: bool) -> int:
     except (DemoError, LabError) as error:
         demo.say(f"FAILED: {error}")
         return 1
-
