@@ -115,12 +115,11 @@ class Demo:
         self.playbook(REPO / "playbooks/backup.yml")
         site.velero.join_start()
 
-        self.step("backing up now: the node agent once on each worker (its timer's command), then playbooks/backup_now.yml")
+        self.step("backing up now with playbooks/backup_now.yml: a Velero backup, then the node agent on each worker")
         before = site.counted()
-        self.playbook(HERE / "playbooks/backup_workers_now.yml")
+        self.playbook(REPO / "playbooks/backup_now.yml")
         after = site.counted()
         self.say(f"the counter was between {before} and {after} when its checkpoint was taken")
-        self.playbook(REPO / "playbooks/backup_now.yml", "--limit", "localhost")
 
         self.step(f"{ONPREM_VM} fails: the VM powers off, its pods' memory is gone")
         site.fail_onprem_worker()

@@ -127,6 +127,19 @@ def test_a_vm_of_the_target_cloud_is_joined_over_ssh_by_kubeadm_and_runs_pods(la
     finally:
         api.delete_namespaced_pod(f"counter-{run_id}", "default", grace_period_seconds=0)
 
+    # The VM's systemctl and journalctl answer for its init, as a worker's tools expect of systemd.
+    def on_vm(command: str) -> tuple[int, str]:
+        ran = ssh(ssh_key, vm.address, command)
+        return ran.returncode, (ran.stdout + ran.stderr).strip()
+
+    assert on_vm("systemctl is-active kubelet.service") == (0, "active")
+    assert on_vm("systemctl show -p ActiveState,LoadState --value containerd") == (0, "loaded\nactive")
+    assert on_vm("systemctl show -p LoadState no-such.service") == (0, "LoadState=not-found")
+    assert on_vm("printf '[Service]\\nType=oneshot\\nExecStart=/bin/sh -c \"echo probed\"\\n' > /etc/systemd/system/probe-ok.service"
+                 " && printf '[Service]\\nType=oneshot\\nExecStart=/bin/false\\n' > /etc/systemd/system/probe-bad.service")[0] == 0
+    assert on_vm("systemctl start probe-ok && journalctl --unit probe-ok.service --lines 5 --no-pager --output cat | head -1") == (0, "probed")
+    assert on_vm("systemctl start probe-bad")[0] == 1 and on_vm("systemctl is-active probe-bad") == (3, "failed")
+
     # A second run finds the VM and the joined node: no new instance, no second join.
     again = provision_and_join(lab, moto_server, ssh_key, tmp_path, name, run_id)
     assert again.returncode == 0, again.output

@@ -27,7 +27,7 @@ from lab.hclab.debian_root import make_instance
 from lab.hclab.services import free_port
 from tests.helpers.ansible_run import REPO, Run, run_module, run_playbook
 from tests.helpers.migration_site import OUT_OF_SERVICE, TARGET_SITE, return_node_inventory
-from tests.helpers.spread_site import NS, SpreadSite, spread_site
+from tests.helpers.spread_site import NS, STORAGE_CLASS, SpreadSite, spread_site
 
 pytestmark = pytest.mark.integration
 
@@ -161,8 +161,11 @@ def test_bad_share_options_are_refused_before_anything_changes(lab, site, option
 
 
 def test_check_mode_shows_the_share_without_changing_anything(lab, site, moto_server):
-    checked = migrate(site, check=True)
+    checked = migrate(site, check=True, hcm_storage_class_map={STORAGE_CLASS: "cloud-local"})
     assert checked.returncode == 0, failures(checked)
+    planned = next(r for r in checked.task_results(TARGET_SITE) if "plan" in r and "stages" in r["plan"])["plan"]
+    volumes = [o for stage in planned["stages"] for o in stage["objects"] if o["kind"] == "PersistentVolume"]
+    assert [(v["metadata"]["name"], v["spec"]["storageClassName"]) for v in volumes] == [(f"{NS}-db-0", "cloud-local")]  # the map reached the plan
     assert "Moves: " in checked.output and "StatefulSet/db" in checked.output and "Deployment/web 2 of 4" in checked.output, checked.output[-3000:]
     assert out_of_service(lab, site.failed) == []
     assert instances(moto_server, ("pending", "running", "stopped", "shutting-down", "terminated")) == []

@@ -51,6 +51,12 @@ echo "$name" >"$root/etc/hostname"
 # As cloud-init's manage_etc_hosts: the VM resolves its own name.
 grep -q " $name\$" "$root/etc/hosts" 2>/dev/null || echo "127.0.1.1 $name" >>"$root/etc/hosts"
 cp "$init" "$root/run/hclab-init.py"
+# The VM's systemctl and journalctl answer for that init (vm/systemctl.py), on the VM's disk only.
+install -D -m 0644 "$(dirname "$init")/systemctl.py" "$root/usr/local/lib/hclab/systemctl.py"
+for tool in systemctl journalctl; do
+    printf '#!/bin/sh\nexec /usr/bin/python3 /usr/local/lib/hclab/systemctl.py %s "$@"\n' "$tool" >"$root/usr/local/sbin/$tool"
+    chmod 0755 "$root/usr/local/sbin/$tool"
+done
 
 cd "$root"
 pivot_root . .

@@ -9,7 +9,8 @@ them: ``EnvironmentFile=`` (``-`` = optional, re-read at each start, so the kube
 ``kubeadm-flags.env`` that ``kubeadm join`` writes), ``Environment=``, ``ExecStartPre=``,
 ``ExecStart=`` (an empty one resets, as in kubeadm's drop-in), ``$VAR``/``${VAR}``,
 ``RuntimeDirectory=``, ``ConditionPathExists=``, ``Type=oneshot`` and ``Restart=`` with
-``RestartSec=``. First it applies /etc/sysctl.d as systemd-sysctl would; it also reaps orphans, as
+``RestartSec=``. It keeps each service's state in /run/hclab/units, where the VM's systemctl
+(vm/systemctl.py) reads it and asks for a stop or a restart. First it applies /etc/sysctl.d as systemd-sysctl would; it also reaps orphans, as
 PID 1 must (containerd's shims are re-parented to it).
 
 Each service's output goes to /var/log/hclab/<unit>.log in the VM. Stdlib only: it runs on the
@@ -32,6 +33,8 @@ from pathlib import Path
 UNIT_DIRS = (Path("/etc/systemd/system"), Path("/run/systemd/system"), Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
 WANTS = Path("/etc/systemd/system/multi-user.target.wants")
 LOG_DIR = Path("/var/log/hclab")
+# What the VM's systemctl (vm/systemctl.py) reads and writes: <unit>.state, .pid, .stopped.
+STATE_DIR = Path("/run/hclab/units")
 # Started first, in this order (systemd orders them by After=); the rest by name.
 FIRST = ("ssh.service", "containerd.service", "kubelet.service")
 RUNNABLE_TYPES = ("", "simple", "exec", "notify", "oneshot")
@@ -136,13 +139,26 @@ def wait_for(pid: int) -> int:
         return exits.pop(pid)
 
 
+def set_state(name: str, value: str, pid: int | None = None) -> None:
+    (STATE_DIR / f"{name}.state").write_text(value + "\n")
+    (STATE_DIR / f"{name}.pid").write_text(f"{pid or ''}\n")
+
+
 def supervise(name: str) -> None:
-    """Run one service until the VM stops, restarting it as its Restart= says."""
+    """Run one service until the VM stops, restarting it as its Restart= says (held while systemctl stopped it)."""
     log = LOG_DIR / f"{name}.log"
+    oneshot = read_unit(name).get("Type", [""])[-1] == "oneshot"
+    (STATE_DIR / f"{name}.supervised").write_text("")
     while True:
+        while (STATE_DIR / f"{name}.stopped").exists():
+            time.sleep(0.5)
+        (STATE_DIR / f"{name}.restart").unlink(missing_ok=True)  # a start after a stop: done by getting here
+        set_state(name, "activating")
         settings = read_unit(name)
         conditions = settings.get("ConditionPathExists", [])
         if any(Path(c.lstrip("!")).exists() == c.startswith("!") for c in conditions):
+            (STATE_DIR / f"{name}.supervised").unlink(missing_ok=True)
+            set_state(name, "inactive")
             return
         for directory in settings.get("RuntimeDirectory", []):
             for part in directory.split():
@@ -159,7 +175,9 @@ def supervise(name: str) -> None:
             # A oneshot service may have several ExecStart= lines, run in turn; others have one.
             starts = settings.get("ExecStart", []) if settings.get("Type", [""])[-1] == "oneshot" else settings.get("ExecStart", [])[-1:]
             for line in starts if status == 0 else []:
-                status = wait_for(spawn(command(line, env)[1], env, log))
+                pid = spawn(command(line, env)[1], env, log)
+                set_state(name, "activating" if oneshot else "active", pid)
+                status = wait_for(pid)
                 if status:
                     break
         except (OSError, ValueError) as err:
@@ -168,10 +186,22 @@ def supervise(name: str) -> None:
             status = 1
         with log.open("a") as out:
             out.write(f"hclab-init: {name} exited with {status}\n")
+        stopped = (STATE_DIR / f"{name}.stopped").exists()
+        set_state(name, "failed" if status and not stopped else "inactive")
+        if stopped:
+            continue  # systemctl stop: held at the top until systemctl start
+        if (STATE_DIR / f"{name}.restart").exists():
+            (STATE_DIR / f"{name}.restart").unlink()
+            continue  # systemctl restart: at once, whatever Restart= says
         restart = settings.get("Restart", ["no"])[-1]
         if restart not in ("always", "on-failure") or (restart == "on-failure" and status == 0):
+            (STATE_DIR / f"{name}.supervised").unlink(missing_ok=True)
             return
-        time.sleep(max(1.0, float(settings.get("RestartSec", ["1"])[-1].rstrip("s") or 1)))
+        # RestartSec=, cut short by systemctl restart or start.
+        deadline = time.monotonic() + max(1.0, float(settings.get("RestartSec", ["1"])[-1].rstrip("s") or 1))
+        while time.monotonic() < deadline and not (STATE_DIR / f"{name}.restart").exists():
+            time.sleep(0.2)
+        (STATE_DIR / f"{name}.restart").unlink(missing_ok=True)
 
 
 def reap() -> None:
@@ -192,6 +222,7 @@ def main() -> int:
     # Forking from threads is safe here: the child only calls dup2 and exec.
     warnings.filterwarnings("ignore", message=".*use of fork\\(\\) may lead to deadlocks.*")
     LOG_DIR.mkdir(parents=True, exist_ok=True)
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
     # What systemd-sysctl does at boot: the image's /etc/sysctl.d (net.* keys are the VM's own).
     with (LOG_DIR / "sysctl.log").open("a") as out:
         subprocess.run(["sysctl", "--system"], stdout=out, stderr=out, check=False)
