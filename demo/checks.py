@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,3 +90,22 @@ def run_all(site: LabSite, data: dict[str, str], counted: tuple[int, int], say: 
         found.append(Check(what, passed, detail))
         say(f"{'ok' if passed else 'FAILED'}: {what}: {detail}")
     return found
+
+
+def nothing_changed(output: str, hosts: Iterable[str], say: Callable[[str], None]) -> Check:
+    """The play recap of a second run: changed=0 on every host that matters."""
+    recap = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)", output, re.MULTILINE)}
+    changed = {host: recap.get(host) for host in hosts}
+    check = Check("a second migrate.yml changes nothing (the same VM, no second join, everything applied)",
+                  all(value == 0 for value in changed.values()), ", ".join(f"{host} changed={value}" for host, value in changed.items()))
+    say(f"{'ok' if check.passed else 'FAILED'}: {check.what}: {check.detail}")
+    return check
+
+
+def no_secrets(output: str, secrets: dict[str, str], say: Callable[[str], None]) -> Check:
+    """None of the run's secrets in anything the playbooks printed."""
+    leaked = [name for name, value in secrets.items() if value and value in output]
+    check = Check(f"no secret in the playbooks' output ({', '.join(secrets)})", not leaked,
+                  f"found: {', '.join(leaked)}" if leaked else f"none in {len(output.splitlines())} lines")
+    say(f"{'ok' if check.passed else 'FAILED'}: {check.what}: {check.detail}")
+    return check

@@ -61,6 +61,7 @@ class LabSite:
     image: Path = field(default_factory=lambda: cache_base() / "demo/worker-image/root")
     onprem_vm: LabVM | None = None
     cloud: VmCloud | None = None
+    restic_password: str = ""
 
     @staticmethod
     def preflight() -> None:
@@ -101,6 +102,7 @@ class LabSite:
     # -- the inventory's lab settings -------------------------------------------------------------
     def write_inventory_vars(self, path: Path, restic_password: str) -> None:
         """This run's endpoints, credentials and paths, where demo/inventory reads them (0600: it holds keys)."""
+        self.restic_password = restic_password
         settings = {
             "hcm_s3_endpoint_url": self.s3.endpoint_url, "hcm_s3_region": self.s3.region, "hcm_s3_bucket": BUCKET,
             "hcm_s3_access_key": self.s3.access_key, "hcm_s3_secret_key": self.s3.secret_key, "hcm_restic_password": restic_password,
@@ -118,6 +120,10 @@ class LabSite:
         with os.fdopen(fd, "w") as out:
             out.write(header + yaml.safe_dump(settings, sort_keys=False))
         os.chmod(path, 0o600)
+
+    def secrets(self) -> dict[str, str]:
+        """What must never show in output: the run's restic password and the S3 secret key."""
+        return {"the restic password": self.restic_password, "the S3 secret key": self.s3.secret_key}
 
     # -- the worker image and the VMs -----------------------------------------------------------
     def seed_image(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.migration_report import headline
 from demo import checks
-from demo.lab_site import ONPREM_VM, LabSite
+from demo.lab_site import NEW_NODE, ONPREM_VM, LabSite
 from lab.hclab import LabError
 
 HERE = Path(__file__).resolve().parent
@@ -49,8 +49,8 @@ class Demo:
         print(flush=True)
         self.say(f"step {self.number}: {text}")
 
-    def playbook(self, playbook: Path, *args: str, extra_vars: dict[str, Any] | None = None) -> None:
-        """``ansible-playbook -i demo/inventory PLAYBOOK``, its output shown as it runs."""
+    def playbook(self, playbook: Path, *args: str, extra_vars: dict[str, Any] | None = None) -> str:
+        """``ansible-playbook -i demo/inventory PLAYBOOK``, its output shown as it runs (and returned, and kept in ansible.log)."""
         argv = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(INVENTORY), str(playbook), *args]
         if extra_vars:
             argv += ["-e", json.dumps(extra_vars)]
@@ -60,9 +60,19 @@ class Demo:
                "ANSIBLE_DISPLAY_SKIPPED_HOSTS": "false", "ANSIBLE_HOST_KEY_CHECKING": "False", "ANSIBLE_RETRY_FILES_ENABLED": "False",
                "ANSIBLE_LOCALHOST_WARNING": "False"}
         env.setdefault("ANSIBLE_COLLECTIONS_PATH", str(REPO / ".build/collections"))
-        ran = subprocess.run(argv, cwd=REPO, env=env, check=False)
+        # Shown as it comes, and kept: the checks look for secrets in it and read the recap.
+        output: list[str] = []
+        with subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as ran, \
+                (self.workdir / "ansible.log").open("a") as log:
+            assert ran.stdout is not None
+            for line in ran.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                log.write(line)
+                output.append(line)
         if ran.returncode != 0:
             raise DemoError(f"{playbook.relative_to(REPO)} failed (exit {ran.returncode}): its output above says where")
+        return "".join(output)
 
     # -- the story ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -133,6 +143,11 @@ class Demo:
 
             self.step("checking what a person would check")
             found = checks.run_all(site, data, (before, after), self.say)
+
+            self.step("running migrate.yml again, as after an interruption: it finds everything done")
+            again = self.playbook(REPO / "playbooks/migrate.yml", extra_vars={"hcm_failed_node": ONPREM_VM, "hcm_report_dir": report_dir + "-again"})
+            found.append(checks.nothing_changed(again, ("lab-cloud", NEW_NODE), self.say))
+            found.append(checks.no_secrets((self.workdir / "ansible.log").read_text(), site.secrets(), self.say))
             if self.keep:
                 self.look_around(site)
         return found
