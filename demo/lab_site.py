@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -81,7 +82,7 @@ class LabSite:
     @contextlib.contextmanager
     def started(cls, workdir: Path, say: Callable[[str], None]) -> Iterator[LabSite]:
         with contextlib.ExitStack() as stack:
-            s3 = stack.enter_context(S3Server(workdir / "s3"))
+            s3 = stack.enter_context(S3Server(workdir / "s3", secret_key=secrets.token_hex(16)))  # its own, so a leak would show
             moto = stack.enter_context(MotoServer(workdir / "moto"))
             say(f"S3 at {s3.endpoint_url}, EC2 (moto) at {moto.endpoint_url}")
             lab = Lab(workdir / "lab")
