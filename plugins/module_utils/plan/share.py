@@ -165,8 +165,11 @@ def _ordinal_range(basis: str, desired: int, start: int, dead: list[int], pinned
         return Share(kind, policy, basis, 0, desired, prefix + "the source runs every ordinal of %s again (none was left on %s): it stays"
                      % (_ordinals(range(lo, hi + 1)), node))
     top, bottom = (dead[0], hi), (lo, dead[-1])
-    ran = "ordinal%s %s of %s ran on %s (%s)" % ("" if len(dead) == 1 else "s", _ordinals(dead), _ordinals(range(lo, hi + 1)), node,
-                                                 _basis_text(basis))
+    if desired == 1:
+        ran = "its one ordinal, %d, ran on %s (%s)" % (lo, node, _basis_text(basis))
+    else:
+        ran = "ordinal%s %s of %s ran on %s (%s)" % ("" if len(dead) == 1 else "s", _ordinals(dead), _ordinals(range(lo, hi + 1)), node,
+                                                     _basis_text(basis))
     if len(dead) == desired:  # every ordinal
         return Share(kind, policy, basis, desired, desired, prefix + ran + ": all move, the source keeps none", ordinals_start=lo, source_replicas=0)
     choices = []
