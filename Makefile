@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make demo         on a fresh clone: a worker dies in the lab, migrate.yml brings its workloads back on the cloud cluster"
-	@echo "make test         install everything needed, then lint, sanity, unit and integration tests"
+	@echo "make test         install everything needed, then lint, sanity, unit and integration tests, molecule, the demo"
 	@echo "make deps         only install: virtualenv, Python deps, collections, Debian packages"
 	@echo "make lint | sanity | units | integration | molecule   one layer of the test pyramid"
 	@echo "make lab-build    build the lab's Kubernetes, etcd and kwok from Go modules (cached by version)"
@@ -30,9 +30,11 @@ help:
 	@echo "make lab-build-containerd  build containerd, its runc shim and ctr from Go modules for the lab's worker VMs (cached by version)"
 	@echo "make clean        remove .venv and .build (caches in $(HCM_CACHE_DIR) stay)"
 
+# The demo last: the user's own entry point, run as a user runs it (it is also the end-to-end test
+# from a real node to a real node).
 test: deps
 	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory lint sanity units integration molecule; \
+	$(MAKE) --no-print-directory lint sanity units integration molecule demo; \
 	echo "make test: all layers passed in $$(( $$(date +%s) - start ))s (after install)"
 
 deps: venv system-packages collections collection-link sanity-bootstrap

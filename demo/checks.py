@@ -58,7 +58,9 @@ def run_all(site: LabSite, data: dict[str, str], counted: tuple[int, int], say: 
     def node_ready() -> tuple[bool, str]:
         node = client.CoreV1Api(site.lab.api("cloud")).read_node(NEW_NODE)
         ready = [c.status for c in node.status.conditions if c.type == "Ready"] == ["True"]
-        return ready, f"{NEW_NODE} Ready={ready}, runtime {node.status.node_info.container_runtime_version}"
+        came_from = (node.metadata.labels or {}).get("hybridcloud.io/migrated-from")
+        return ready and came_from == ONPREM_VM, (f"{NEW_NODE} Ready={ready}, runtime {node.status.node_info.container_runtime_version}, "
+                                                  f"labelled migrated-from={came_from}")
 
     def moved() -> tuple[bool, str]:
         placed = {app: _placed(site, "cloud", app) for app in ("db", "counter", "web")}
@@ -92,12 +94,16 @@ def run_all(site: LabSite, data: dict[str, str], counted: tuple[int, int], say: 
     return found
 
 
-def nothing_changed(output: str, hosts: Iterable[str], say: Callable[[str], None]) -> Check:
-    """The play recap of a second run: changed=0 on every host that matters."""
+def nothing_changed(site: LabSite, output: str, hosts: Iterable[str], say: Callable[[str], None]) -> Check:
+    """The play recap of a second run: changed=0 on every host that matters, and still one VM."""
     recap = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s*:\s*ok=\d+\s+changed=(\d+)", output, re.MULTILINE)}
     changed = {host: recap.get(host) for host in hosts}
+    vms = [i["InstanceId"] for r in site.moto.client("ec2").describe_instances(Filters=[
+        {"Name": "tag:Name", "Values": [NEW_NODE]}, {"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"]
+        for i in r["Instances"]]
     check = Check("a second migrate.yml changes nothing (the same VM, no second join, everything applied)",
-                  all(value == 0 for value in changed.values()), ", ".join(f"{host} changed={value}" for host, value in changed.items()))
+                  all(value == 0 for value in changed.values()) and len(vms) == 1,
+                  ", ".join(f"{host} changed={value}" for host, value in changed.items()) + f"; instances named {NEW_NODE}: {len(vms)}")
     say(f"{'ok' if check.passed else 'FAILED'}: {check.what}: {check.detail}")
     return check
 
