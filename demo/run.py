@@ -22,6 +22,7 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.migration_re
 from demo import checks
 from demo.lab_site import NEW_NODE, ONPREM_VM, LabSite
 from lab.hclab import LabError
+from lab.hclab.services import ServiceError
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -169,6 +170,6 @@ def main(workdir: Path, keep: bool) -> int:
     demo = Demo(workdir, keep)
     try:
         return demo.run()
-    except (DemoError, LabError) as error:
+    except (DemoError, LabError, ServiceError) as error:  # each names what failed and the fix
         demo.say(f"FAILED: {error}")
         return 1
