@@ -94,6 +94,10 @@ demo-checks:
 	@if [ "$$(id -u)" -ne 0 ]; then \
 	    echo "make demo: needs root (the lab's VMs are network, mount and pid namespaces; make deps installs Debian packages). Fix: run it as root." >&2; \
 	    exit 1; fi
+	@go=$${GO:-$$(command -v go || echo /usr/local/go/bin/go)}; if ! "$$go" version >/dev/null 2>&1; then \
+	    echo "make demo: no Go toolchain (looked for $${GO:-'go' on PATH and /usr/local/go/bin/go}); the lab's Kubernetes, etcd, kwok," \
+	        "Velero and containerd are built from Go modules on first use. Fix: install Go >= 1.26 or set GO=/path/to/go." >&2; \
+	    exit 1; fi
 
 # One scenario per role under molecule/; instances are Debian roots made by tests/helpers, or a private lab (velero).
 molecule: venv system-packages collection-link lab-build

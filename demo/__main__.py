@@ -25,4 +25,5 @@ if __name__ == "__main__":
     if args.workdir and workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    workdir.chmod(0o700)  # the lab's keys and kubeconfigs live here while it runs
     sys.exit(main(workdir.resolve(), args.keep))

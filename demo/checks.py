@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from demo.lab_site import DATA_PATH, NEW_NODE, NS, ONPREM_VM, LabSite, digests
+from demo.lab_site import DATA_PATH, NEW_NODE, NS, ONPREM_VM, LabSite
+from lab.hclab import counter
+from lab.hclab.lab_vm import file_digests
 
 
 @dataclass
@@ -43,15 +45,6 @@ def _placed(site: LabSite, cluster: str, app: str) -> list[str]:
                   for p in _pods(site, cluster, app))
 
 
-def _counts_on(numbers: list[int], before: int, after: int) -> tuple[bool, str]:
-    """The last run of consecutive numbers goes through the checkpointed value and on; a cold start counts from elsewhere."""
-    start = len(numbers) - 1
-    while start > 0 and numbers[start - 1] == numbers[start] - 1:
-        start -= 1
-    passed = bool(numbers) and before - 600 < numbers[start] <= after + 1 < numbers[-1]
-    return passed, f"counting {numbers[start]}..{numbers[-1]} after being checkpointed at {before}..{after}" if numbers else "no output"
-
-
 def run_all(site: LabSite, data: dict[str, str], counted: tuple[int, int], say: Callable[[str], None]) -> list[Check]:
     from kubernetes import client  # pylint: disable=import-outside-toplevel
 
@@ -73,13 +66,13 @@ def run_all(site: LabSite, data: dict[str, str], counted: tuple[int, int], say: 
         return replicas == 1 and len(web) == 1 and ONPREM_VM not in web[0] and "Running" in web[0], f"replicas {replicas}: {', '.join(web) or 'none'}"
 
     def same_bytes() -> tuple[bool, str]:
-        found = digests(site.ssh_key, site.new_node_address(), DATA_PATH)
+        found = file_digests(site.ssh_key, site.new_node_address(), DATA_PATH)
         return found == data, ", ".join(f"{name} {'equal' if found.get(name) == digest else 'DIFFERENT'}" for name, digest in sorted(data.items()))
 
     def counts_on() -> tuple[bool, str]:
         pod = _pods(site, "cloud", "counter")[0].metadata.name
         log = client.CoreV1Api(site.lab.api("cloud")).read_namespaced_pod_log(pod, NS, _request_timeout=10)
-        return _counts_on([int(x) for x in log.split()], *counted)
+        return counter.continues_from([int(x) for x in log.split()], *counted)
 
     found = []
     for what, probe, within in (

@@ -22,7 +22,7 @@ import yaml
 from lab.hclab import LabError, vm_image
 from lab.hclab.client import Lab
 from lab.hclab.debian_root import cache_base
-from lab.hclab.lab_vm import LabVM
+from lab.hclab.lab_vm import LabVM, file_digests
 from lab.hclab.paths import bin_dir
 from lab.hclab.services import MotoServer, S3Server
 from lab.hclab.velero_server import VeleroServer, velero_dir
@@ -35,19 +35,6 @@ ONPREM_VM_ADDRESS = "10.99.0.11"  # demo/inventory/hosts.yml
 NEW_NODE = "cloud-onprem-vm-1"  # migrate.yml's default name for the node that replaces onprem-vm-1 on cloud
 DATA_PATH = "/var/lib/demo-shop/db"
 BUCKET = "demo-site"
-
-
-def ssh(key: Path, address: str, command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                           "-o", "BatchMode=yes", f"root@{address}", command], capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def digests(key: Path, address: str, path: str) -> dict[str, str]:
-    """File name -> sha256 of the files in ``path`` on the VM at ``address``."""
-    listed = ssh(key, address, f"cd {path} && sha256sum *")
-    if listed.returncode != 0:
-        raise LabError(f"reading {path} on {address} failed: {listed.stderr.strip()}")
-    return {name: digest for digest, name in (line.split() for line in listed.stdout.splitlines())}
 
 
 @dataclass
@@ -146,7 +133,7 @@ class LabSite:
         self.onprem_vm.wait_ssh()
 
     def data_digests(self) -> dict[str, str]:
-        return digests(self.ssh_key, ONPREM_VM_ADDRESS, DATA_PATH)
+        return file_digests(self.ssh_key, ONPREM_VM_ADDRESS, DATA_PATH)
 
     def counted(self, cluster: str = "onprem") -> int:
         """The counter's last number, from its log."""

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 INVENTORY = HERE / "inventory"
 LAB_VARS = INVENTORY / "group_vars/all/lab.yml"
+# What a run leaves in its workdir: the reports and the playbooks' output (no secret is in them).
+KEPT = frozenset({"report", "report-again", "ansible.log"})
 
 
 class DemoError(RuntimeError):
@@ -94,12 +97,17 @@ class Demo:
         report_dir = self.workdir / "report"
         report = json.loads((report_dir / "report.json").read_text())
         self.say(f"the demo took {(time.monotonic() - self.started) / 60:.1f} min; the report: {report_dir}/report.md and report.json")
-        print("\n" + (report_dir / "report.md").read_text().rstrip() + "\n", flush=True)
         failed = [check for check in found if not check.passed]
+        succeeded = report["outcome"] == "succeeded" and not failed
+        if succeeded:
+            self.tidy()
+        else:
+            self.say(f"everything the run wrote stays in {self.workdir} to look at (the lab's logs: {self.workdir}/lab)")
+        print("\n" + (report_dir / "report.md").read_text().rstrip() + "\n", flush=True)
         if failed:
             print(f"{len(failed)} of {len(found)} checks failed: " + "; ".join(c.what for c in failed), flush=True)
         print(headline(report), flush=True)
-        return 0 if report["outcome"] == "succeeded" and not failed else 1
+        return 0 if succeeded else 1
 
     def story(self, site: LabSite) -> list[checks.Check]:
         """From the lab up to the checks after the migration; the caller stops the lab."""
@@ -153,6 +161,19 @@ class Demo:
                 self.look_around(site)
         return found
 
+    def tidy(self) -> None:
+        """After a run, the workdir keeps what a person reads (the reports, the playbooks' output);
+        the lab's state, keys, buckets and VM disks go. A failed run keeps everything to look at."""
+        kept = [path for path in sorted(self.workdir.iterdir()) if path.name in KEPT]
+        for path in self.workdir.iterdir():
+            if path.name in KEPT:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        self.say(f"removed the lab's state, keys and disks; kept in {self.workdir}: {', '.join(p.name for p in kept)}")
+
     def look_around(self, site: LabSite) -> None:
         self.say("--keep: everything stays up until you press Enter. To look around:")
         for line in site.how_to_look():
@@ -172,4 +193,5 @@ def main(workdir: Path, keep: bool) -> int:
         return demo.run()
     except (DemoError, LabError, ServiceError) as error:  # each names what failed and the fix
         demo.say(f"FAILED: {error}")
+        demo.say(f"everything the run wrote stays in {workdir} (the lab's logs: {workdir}/lab)")
         return 1

@@ -89,6 +89,24 @@ def remove_stale() -> list[str]:
     return removed
 
 
+# A lab VM's host key is new at each boot, so none is kept or checked.
+SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes")
+
+
+def ssh(key: Path, address: str, command: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``command`` as root on the lab VM at ``address``, with the private key ``key``."""
+    return subprocess.run(["ssh", "-i", str(key), *SSH_OPTIONS, f"root@{address}", command],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def file_digests(key: Path, address: str, path: str) -> dict[str, str]:
+    """File name -> sha256 of the files in the directory ``path`` on the lab VM at ``address``."""
+    listed = ssh(key, address, f"cd {path} && sha256sum *", timeout=120)
+    if listed.returncode != 0:
+        raise LabError(f"reading {path} on {address} failed: {listed.stderr.strip()}")
+    return {name: digest for digest, name in (line.split(maxsplit=1) for line in listed.stdout.splitlines())}
+
+
 class LabVM:
     """One lab VM; ``start`` boots it, ``stop`` powers it off (its disk stays until ``remove``)."""
 

@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from lab.hclab.lab_vm import ssh
 from tests.helpers.ansible_run import REPO, Run, run_module, run_playbook
 from tests.helpers.lab_vms import (
-    ROLE_PLAYBOOK, assert_counts_on, counter_deployment, counter_pod, failures, inventory, logged_numbers, node_backup_rights, ssh, unit_command,
+    ROLE_PLAYBOOK, assert_counts_on, counter_deployment, counter_pod, failures, inventory, logged_numbers, node_backup_rights, unit_command,
 )
 from tests.helpers.wait import wait_until
 
