@@ -101,10 +101,16 @@ def nothing_changed(site: LabSite, output: str, hosts: Iterable[str], say: Calla
     return check
 
 
-def no_secrets(output: str, secrets: dict[str, str], say: Callable[[str], None]) -> Check:
-    """None of the run's secrets in anything the playbooks printed."""
+def no_secrets(output: str, site: LabSite, say: Callable[[str], None]) -> Check:
+    """None of the run's secrets in anything the playbooks printed, nor in a plain object of the bucket."""
+    secrets = site.secrets()
+    objects = site.plain_objects()
     leaked = [name for name, value in secrets.items() if value and value in output]
-    check = Check(f"no secret in the playbooks' output ({', '.join(secrets)})", not leaked,
-                  f"found: {', '.join(leaked)}" if leaked else f"none in {len(output.splitlines())} lines")
+    stored = sorted({f"{name} in {path.name}" for path in objects for name, value in secrets.items() if value.encode() in path.read_bytes()})
+    has_plan = any(path.name == "plan.json" for path in objects)
+    check = Check(f"no secret in the playbooks' output or in the bucket's plain objects ({', '.join(secrets)})", has_plan and not leaked and not stored,
+                  "; ".join([f"found in the output: {', '.join(leaked)}"] * bool(leaked) + [f"stored: {', '.join(stored)}"] * bool(stored)
+                            + ["no plan.json among the bucket's objects"] * (not has_plan))
+                  or f"none in {len(output.splitlines())} lines of output and {len(objects)} objects (the plan among them)")
     say(f"{'ok' if check.passed else 'FAILED'}: {check.what}: {check.detail}")
     return check

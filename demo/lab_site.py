@@ -8,6 +8,7 @@ them all down again on exit, with every lab VM it booted.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import secrets
@@ -35,6 +36,7 @@ ONPREM_VM_ADDRESS = "10.99.0.11"  # demo/inventory/hosts.yml
 NEW_NODE = "cloud-onprem-vm-1"  # migrate.yml's default name for the node that replaces onprem-vm-1 on cloud
 DATA_PATH = "/var/lib/demo-shop/db"
 BUCKET = "demo-site"
+SHOP_SECRET_VALUE = "demo-api-key"  # manifests/shop.yml, Secret web-credentials
 
 
 @dataclass
@@ -110,8 +112,15 @@ class LabSite:
         os.chmod(path, 0o600)
 
     def secrets(self) -> dict[str, str]:
-        """What must never show in output: the run's restic password and the S3 secret key."""
-        return {"the restic password": self.restic_password, "the S3 secret key": self.s3.secret_key}
+        """What must never show in output or in a plain object of the bucket: the run's restic
+        password, the S3 secret key and the value of the shop's Secret (as given and in base64)."""
+        return {"the restic password": self.restic_password, "the S3 secret key": self.s3.secret_key,
+                "the shop's Secret web-credentials": SHOP_SECRET_VALUE,
+                "the shop's Secret web-credentials (base64)": base64.b64encode(SHOP_SECRET_VALUE.encode()).decode()}
+
+    def plain_objects(self) -> list[Path]:
+        """The bucket's objects, but Velero's tarballs and logs (gzip): the catalog, plans, reports, restic's (encrypted) files."""
+        return [path for path in sorted((self.s3.data_dir / BUCKET).rglob("*")) if path.is_file() and path.read_bytes()[:2] != b"\x1f\x8b"]
 
     # -- the worker image and the VMs -----------------------------------------------------------
     def seed_image(self) -> None:

@@ -156,7 +156,7 @@ class Demo:
             self.step("running migrate.yml again, as after an interruption: it finds everything done")
             again = self.playbook(REPO / "playbooks/migrate.yml", extra_vars={"hcm_failed_node": ONPREM_VM, "hcm_report_dir": report_dir + "-again"})
             found.append(checks.nothing_changed(site, again, ("lab-cloud", NEW_NODE), self.say))
-            found.append(checks.no_secrets((self.workdir / "ansible.log").read_text(), site.secrets(), self.say))
+            found.append(checks.no_secrets((self.workdir / "ansible.log").read_text(), site, self.say))
             if self.keep:
                 self.look_around(site)
         return found

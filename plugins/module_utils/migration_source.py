@@ -23,9 +23,10 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.catalog_stor
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.live import LiveState
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.node_backup import attach_node_backup
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan import secret_data
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.options import PlanOptions
 from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.stages import build_plan
-from ansible_collections.hybridcloud.migration.plugins.module_utils.s3_client import is_missing
+from ansible_collections.hybridcloud.migration.plugins.module_utils.s3_client import S3Settings, is_missing
 from ansible_collections.hybridcloud.migration.plugins.module_utils.velero_catalog import SCOPE as VELERO_SCOPE
 from ansible_collections.hybridcloud.migration.plugins.module_utils.velero_tarball import read_tarball
 
@@ -179,9 +180,27 @@ def plan_migration(
     plan = attach_node_backup(build_plan(objects, failed_node, options, live), node_entry)
     plan["warnings"] = list(plan.get("warnings", [])) + warnings + reader_warnings
     plan["backups"] = backups_used(velero_entry, node_entry)
+    secret_data.withhold(plan, velero_entry["data"].get("resources", []), options.namespace_map)
     if not check_mode:
         store.write_json(key, plan, "saving the plan to %s" % key, "nothing was restored yet; run again")
     return {"changed": True, "plan": plan, "plan_key": key, "reused": False}
+
+
+def fill_secret_values(client: t.Any, settings: S3Settings, plan_secret_data: t.Mapping[str, t.Any],
+                       manifests: t.Iterable[dict[str, t.Any]]) -> list[str]:
+    """Put the values of the plan's Secrets back into ``manifests`` (in memory), from the Velero
+    tarballs the plan was made from; return the values (the caller keeps them out of its output)."""
+    artifacts = list(plan_secret_data.get("from") or [])
+    where = split_s3_location(str(artifacts[0].get("location") or "")) if artifacts else None
+    if where is None:
+        raise MigrationError("The plan's secret_data names no Velero backup in S3 to read its Secrets from",
+                             "give the plan as migration_plan made it, or make a new one (replan=true)")
+    store = CatalogStore(client, settings, where[0])
+    objects, _warnings = read_velero_objects(store, {"data": {"resources": artifacts}})
+    manifests = list(manifests)
+    secret_data.fill(manifests, plan_secret_data, objects)
+    return [str(value) for manifest in manifests if manifest.get("kind") == secret_data.SECRET_KIND
+            for field in secret_data.VALUE_FIELDS for value in (manifest.get(field) or {}).values()]
 
 
 def backups_used(velero_entry: t.Mapping[str, t.Any], node_entry: t.Mapping[str, t.Any] | None) -> dict[str, t.Any]:

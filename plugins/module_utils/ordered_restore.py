@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Apply a migration plan to the target cluster, stage by stage, with server-side apply.
 
-The plan format is described in docs of migration_plan (schema 1): ``stages`` is a list of
+The plan format is described in docs of migration_plan (schema 2): ``stages`` is a list of
 ``{name, objects}`` applied in order. Within a stage, Namespaces go first, then
 CustomResourceDefinitions, then everything else (a hand-written single stage still works);
 the objects of one wave are applied concurrently (a small thread pool, one HTTP PATCH with
@@ -43,7 +43,7 @@ import typing as t
 from urllib.parse import quote
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
-from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabulary import APPLY_ANNOTATION, APPLY_IF_ABSENT
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabulary import APPLY_ANNOTATION, APPLY_IF_ABSENT, SCHEMA as PLAN_SCHEMA
 
 try:
     import kubernetes.client.exceptions
@@ -71,7 +71,8 @@ SUSPEND_ANNOTATION = "migration.hybridcloud.io/suspend"
 CHECKPOINT_IMAGE_PREFIX = "checkpoint.migration.hybridcloud.io/"
 # Bare pods wait for their data behind this scheduling gate (the planner adds it); scale-up removes it.
 RESTORE_GATE = "migration.hybridcloud.io/restore"
-PLAN_SCHEMA = 1
+# Schema 1 plans hold Secret values inline (hand-written ones still may).
+READABLE_SCHEMAS = (1, PLAN_SCHEMA)
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 MERGE_PATCH_CONTENT_TYPE = "application/merge-patch+json"
@@ -138,6 +139,8 @@ class Plan:
     stages: list[Stage]
     scale_up: list[dict[str, t.Any]]
     run_id: str = ""
+    # Where the values of the plan's Secrets are (plan/secret_data.py); empty when they are inline.
+    secret_data: dict[str, t.Any] = dataclasses.field(default_factory=dict)
 
     @property
     def crd_kinds(self) -> set[tuple[str, str]]:
@@ -216,9 +219,9 @@ def load_plan(
     else:
         document = {"stages": list(stages or [])}
     schema = document.get("schema", PLAN_SCHEMA)
-    if schema != PLAN_SCHEMA:
+    if schema not in READABLE_SCHEMAS:
         raise MigrationError(
-            "The plan has schema %r; this module reads schema %d" % (schema, PLAN_SCHEMA),
+            "The plan has schema %r; this module reads schemas %s" % (schema, " and ".join(map(str, READABLE_SCHEMAS))),
             "make the plan with the migration_plan module of the same collection version",
         )
     raw_stages = document.get("stages") or []
@@ -245,7 +248,10 @@ def load_plan(
     items = scale_up if scale_up is not None else document.get("scale_up") or []
     if not isinstance(items, list):
         raise _invalid("The plan's scale_up is not a list")
-    return Plan(parsed, [dict(item) for item in items], str(document.get("run_id") or ""))
+    secret_data = document.get("secret_data") or {}
+    if not isinstance(secret_data, dict):
+        raise _invalid("The plan's secret_data is not a mapping")
+    return Plan(parsed, [dict(item) for item in items], str(document.get("run_id") or ""), dict(secret_data))
 
 
 def masked(value: t.Any) -> t.Any:

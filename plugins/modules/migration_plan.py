@@ -20,6 +20,10 @@ description:
     PodDisruptionBudgets, HPAs); the transforms (server-set fields stripped, local PVs re-homed to O(target_node), pins to the
     dead node dropped, storage class, image registry and namespace maps, workloads held at 0 replicas); the stages in
     dependency order, the scale-up and the local data and checkpoints to restore."
+  - The plan holds no Secret values. Each Secret of its stages keeps its metadata and type; its keys and the Velero backups that
+    hold its values are listed under the plan's C(secret_data), and M(hybridcloud.migration.ordered_restore) reads the values
+    from there just before applying. So neither this module's result, the tasks the plan is passed to, nor the saved plan show
+    a Secret's values.
   - Saves the plan as JSON under C(<plans_prefix>/<cluster>/<run_id>/plan.json). A re-run with the same O(run_id) returns the
     saved plan unchanged (so an interrupted migration resumes with the plan it started with) unless O(replan=true).
   - Refuses when there is no complete backup, and when a backup is older than O(max_backup_age) unless O(accept_old_backup=true).
@@ -192,7 +196,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 plan:
-  description: The plan (see the collection's docs for its format); C(stages) hold the manifests in apply order.
+  description:
+    - The plan (see the collection's docs for its format); C(stages) hold the manifests in apply order.
+    - Secrets are in C(stages) without their values; C(secret_data) names, per Secret, its keys and source, and the Velero
+      backups (location and sha256) that hold the values.
   returned: success
   type: dict
 plan_key:

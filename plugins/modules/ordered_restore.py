@@ -45,14 +45,72 @@ options:
     description:
       - The plan, as returned by M(hybridcloud.migration.migration_plan) (a dictionary with C(stages)
         and C(scale_up)).
-      - A plan holds Secrets. The data of Secrets is masked in this module's C(invocation) output,
-        but prefer O(plan_file) (mode 0600) when plans travel between hosts.
+      - The data of any Secret a hand-made plan holds inline is masked in this module's
+        C(invocation) output.
       - Mutually exclusive with O(plan_file) and O(stages).
     type: dict
   plan_file:
     description:
       - Path of the plan saved as JSON (or YAML) on the host the module runs on.
     type: path
+  storage:
+    description:
+      - How to reach the S3-compatible storage that holds the plan's Velero backups, with the
+        options of M(hybridcloud.migration.migration_plan) (C(endpoint_url), C(region),
+        C(access_key), C(secret_key), ...).
+      - A plan made by M(hybridcloud.migration.migration_plan) holds no Secret values, only each
+        Secret's keys and the backups they are in (C(secret_data)). Just before applying, the module
+        reads those Secrets from the backups (checking each tarball's sha256), and applies them
+        with their values; the values appear in no result.
+      - Needed only when the plan has C(secret_data); leave out for hand-written stages.
+    type: dict
+    suboptions:
+      endpoint_url:
+        description: URL of the storage; leave out for AWS S3.
+        type: str
+        aliases: [s3_url]
+      region:
+        description: Region of the bucket.
+        type: str
+        aliases: [aws_region]
+      access_key:
+        description: Access key id.
+        type: str
+        aliases: [aws_access_key_id]
+      secret_key:
+        description: Secret access key. Keep it in Ansible Vault.
+        type: str
+        aliases: [aws_secret_access_key]
+      session_token:
+        description: Session token for temporary credentials.
+        type: str
+      profile:
+        description: Named profile from the AWS shared configuration files.
+        type: str
+      addressing_style:
+        description: How the bucket goes into requests.
+        type: str
+        choices: [path, virtual, auto]
+        default: path
+      validate_certs:
+        description: Check the storage server's TLS certificate.
+        type: bool
+        default: true
+      ca_bundle:
+        description: CA bundle to check the storage server's certificate with.
+        type: path
+      max_attempts:
+        description: Tries per request.
+        type: int
+        default: 5
+      connect_timeout:
+        description: Seconds to wait for a connection to the storage server.
+        type: float
+        default: 10.0
+      read_timeout:
+        description: Seconds to wait for an answer from the storage server.
+        type: float
+        default: 60.0
   stages:
     description:
       - The stages alone, a list of C(name) and C(objects) (full manifests), applied in this order.
@@ -135,6 +193,15 @@ EXAMPLES = r"""
     kubeconfig: /etc/hybridcloud/target.kubeconfig
     plan_file: "/var/lib/hybridcloud/plans/{{ run_id }}.json"
   register: restored
+
+- name: Restore from the plan migration_plan returned; its Secrets' values are read from the Velero backup
+  hybridcloud.migration.ordered_restore:
+    kubeconfig: /etc/hybridcloud/target.kubeconfig
+    plan: "{{ planned.plan }}"
+    storage:
+      endpoint_url: https://s3.example.net:9000
+      access_key: "{{ vault_s3_access_key }}"
+      secret_key: "{{ vault_s3_secret_key }}"
 
 - name: Show how long each stage took
   ansible.builtin.debug:
@@ -259,6 +326,8 @@ from ansible_collections.hybridcloud.migration.plugins.module_utils.k8s_client i
     K8sSettings,
     make_k8s_client,
 )
+from ansible_collections.hybridcloud.migration.plugins.module_utils.migration_source import fill_secret_values
+from ansible_collections.hybridcloud.migration.plugins.module_utils.s3_client import S3_ARG_SPEC, S3Settings, make_s3_client
 
 
 def main() -> None:
@@ -267,6 +336,7 @@ def main() -> None:
         state=dict(type="str", choices=["present", "scaled"], default="present"),
         plan=dict(type="dict"),
         plan_file=dict(type="path"),
+        storage=dict(type="dict", options=S3_ARG_SPEC),
         stages=dict(type="list", elements="dict"),
         scale_up=dict(type="list", elements="dict"),
         field_manager=dict(type="str", default=restore.DEFAULT_FIELD_MANAGER),
@@ -294,6 +364,11 @@ def main() -> None:
         if params["workers"] < 1 or params["workers"] > 64:
             raise MigrationError("workers is %d" % params["workers"], "give a number of workers from 1 to 64")
         plan = restore.load_plan(params["plan"], params["plan_file"], params["stages"], params["scale_up"])
+        if plan.secret_data and params["state"] == "present":
+            storage = S3Settings.from_params(params["storage"] or {})
+            values = fill_secret_values(make_s3_client(storage), storage, plan.secret_data,
+                                        (manifest for stage in plan.stages for manifest in stage.objects))
+            module.no_log_values.update(value for value in values if value)  # masked wherever they might show
         settings = restore.Settings(
             field_manager=params["field_manager"],
             force_conflicts=params["force_conflicts"],

@@ -11,6 +11,7 @@ inventory says so: provision_node_address inventory).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Iterator
@@ -23,6 +24,8 @@ from kubernetes import client
 from tests.helpers.ansible_run import REPO, Run, run_playbook
 from tests.helpers.migration_site import NS, RESTIC_PASSWORD, TARGET_SITE, Site, failed_site
 from tests.helpers.wait import wait_until
+
+SECRET_VALUE = base64.b64encode(b"demo-key").decode()  # web-secret's api-key (tests/helpers/migration_site.py)
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +60,7 @@ def test_check_mode_prints_the_plan_and_changes_nothing(lab, site, moto_server):
     assert reservations == [] and NS not in [n.metadata.name for n in client.CoreV1Api(lab.api("cloud")).list_namespace().items]
 
 
-def test_the_dead_nodes_workloads_come_back_on_the_cloud_with_their_data(lab, site, moto_server):
+def test_the_dead_nodes_workloads_come_back_on_the_cloud_with_their_data(lab, site, moto_server, s3_server):
     counter_pod = next(p.metadata.name for p in client.CoreV1Api(lab.api("onprem")).list_namespaced_pod(NS, label_selector="app=counter").items)
     with lab.cloud_watcher("cloud", moto_server.endpoint_url):
         first = migrate(site)
@@ -71,7 +74,7 @@ def test_the_dead_nodes_workloads_come_back_on_the_cloud_with_their_data(lab, si
         web = apps.read_namespaced_deployment("web", NS)
         assert web.spec.replicas == 2 and not (web.spec.template.spec.node_selector or {})
         assert core.read_namespaced_config_map("web-settings", NS).data == {"greeting": "hello from onprem"}
-        assert core.read_namespaced_secret("web-secret", NS).data
+        assert core.read_namespaced_secret("web-secret", NS).data == {"api-key": SECRET_VALUE}, "its value, read back from the Velero backup"
         assert core.read_namespaced_service("web", NS).spec.selector == {"app": "web"}
         pv = core.read_persistent_volume(f"{NS}-db")
         assert pv.spec.node_affinity.required.node_selector_terms[0].match_expressions[0].values == [NEW_NODE]
@@ -83,6 +86,11 @@ def test_the_dead_nodes_workloads_come_back_on_the_cloud_with_their_data(lab, si
 
         assert tree(site.new_root / str(site.data).lstrip("/")) == tree(site.data)
         assert RESTIC_PASSWORD not in first.output
+        # The Secret's value is in the Velero tarball (gzip) only: not in the output, nor in any plain object of the bucket (plan.json, ...).
+        assert "demo-key" not in first.output and SECRET_VALUE not in first.output
+        plain = [path for path in (s3_server.data_dir / site.bucket).rglob("*") if path.is_file() and path.read_bytes()[:2] != b"\x1f\x8b"]
+        assert any(path.name == "plan.json" for path in plain)
+        assert [path for path in plain if b"demo-key" in path.read_bytes() or SECRET_VALUE.encode() in path.read_bytes()] == []
 
         report = json.loads((site.workdir / "report/report.json").read_text())
         assert report["outcome"] == "partial" and [p["name"] for p in report["phases"]] == [  # partial: the counter starts cold

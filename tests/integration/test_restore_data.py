@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -47,25 +49,59 @@ def snapshot(tmp_path, s3_server, s3_bucket):
     summary = [json.loads(line) for line in taken.stdout.splitlines() if '"summary"' in line][-1]
     item = {"name": "shop/data-db-0", "location": f"restic:{repository}#{summary['snapshot_id']}", "target_path": "/mnt/disks/db",
             "details": {"source": "local-pv", "path": str(data)}}
-    inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps({"all": {"children": {"new_nodes": {"hosts": {"cloud-worker-9": {
-        "ansible_connection": "community.general.chroot", "ansible_host": str(node), "ansible_python_interpreter": "/usr/bin/python3"}}}}}}))
+    # The settings (with the secrets) in the inventory, as a site keeps them: not on any command line.
     settings = {"restore_data_items": [item], "restore_data_restic_password": PASSWORD, "restore_data_install_packages": False,
                 "restore_data_s3_access_key": s3_server.access_key, "restore_data_s3_secret_key": s3_server.secret_key,
                 "restore_data_s3_region": s3_server.region}
-    return {"node": node, "data": data, "inventory": inventory, "settings": settings, "item": item}
+    inventory = tmp_path / "inventory.json"
+    inventory.write_text(json.dumps({"all": {"children": {"new_nodes": {"hosts": {"cloud-worker-9": {
+        "ansible_connection": "community.general.chroot", "ansible_host": str(node), "ansible_python_interpreter": "/usr/bin/python3"}},
+        "vars": settings}}}}))
+    inventory.chmod(0o600)
+    return {"node": node, "data": data, "inventory": inventory, "item": item}
 
 
 def restore(snapshot, **over) -> Run:
-    return run_playbook(PLAYBOOK, inventory=snapshot["inventory"], extra_vars={**snapshot["settings"], **over})
+    return run_playbook(PLAYBOOK, inventory=snapshot["inventory"], extra_vars=over)
+
+
+class CommandLines(threading.Thread):
+    """Every process's command line, sampled until stopped (what ``ps`` would show anyone on the host)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.seen: set[str] = set()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    self.seen.add(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+                except OSError:
+                    pass  # the process ended
+            time.sleep(0.01)
+
+    def __enter__(self) -> CommandLines:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.done.set()
+        self.join()
 
 
 def test_restores_the_bytes_into_the_rehomed_path_once(snapshot, s3_server):
-    first = restore(snapshot)
+    with CommandLines() as commands:
+        first = restore(snapshot)
     assert first.returncode == 0, failures(first, "cloud-worker-9")
+    ran = [line for line in commands.seen if "restic" in line and " restore " in line]
+    assert ran, "the sampling saw restic run"
+    assert [line for line in commands.seen if s3_server.secret_key in line or PASSWORD in line] == [], "a secret on a command line"
     node = snapshot["node"]
     assert tree(node / "mnt/disks/db") == tree(snapshot["data"])
     assert not (node / "etc/hybridcloud-migration/restore-restic-password").exists()
+    assert not (node / "etc/hybridcloud-migration/restore-s3-credentials").exists()
     assert PASSWORD not in first.output and s3_server.secret_key not in first.output
     [marker] = (node / "var/lib/hybridcloud-migration/restored").iterdir()
     assert json.loads(marker.read_text())["snapshot"] == snapshot["item"]["location"].rsplit("#", 1)[1]

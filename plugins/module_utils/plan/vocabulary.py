@@ -9,7 +9,8 @@ import re
 import typing as t
 
 
-SCHEMA = 1
+# 2: Secrets hold no values; the plan's secret_data says where they are (plan/secret_data.py).
+SCHEMA = 2
 PREFIX = "migration.hybridcloud.io/"
 RUN_ID_KEY = PREFIX + "run-id"
 REPLICAS_ANNOTATION = PREFIX + "replicas"

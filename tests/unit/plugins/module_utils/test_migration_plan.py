@@ -100,7 +100,7 @@ def test_selects_the_owners_of_the_failed_nodes_pods(plan):
     assert web["api_version"] == "apps/v1" and web["pods"] == ["web-7d4b9c6f5-abcde", "web-7d4b9c6f5-fghij"]
     assert web["target_namespace"] == "shop"
     assert (plan["schema"], plan["run_id"], plan["failed_node"], plan["source_cluster"], plan["target_node"], plan["created_at"]) == \
-        (1, "run-20261125", c.FAILED, "onprem", TARGET, WHEN)
+        (2, "run-20261125", c.FAILED, "onprem", TARGET, WHEN)
 
 
 def test_daemonsets_static_pods_system_namespaces_and_finished_pods_are_left_out_with_a_reason(plan):

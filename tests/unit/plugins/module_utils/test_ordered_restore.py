@@ -59,7 +59,8 @@ def test_bare_stages_and_the_scale_up_option_stand_in_for_a_plan():
 @pytest.mark.parametrize(
     "plan, says",
     [
-        ({"schema": 2, "stages": []}, "schema 2"),
+        ({"schema": 3, "stages": []}, "schema 3; this module reads schemas 1 and 2"),
+        ({"stages": [], "secret_data": ["x"]}, "secret_data is not a mapping"),
         ({"stages": {"name": "x"}}, "stages is not a list"),
         ({"stages": [["x"]]}, "Stage 1 of the plan is not a mapping"),
         ({"stages": [{"name": "config", "objects": {"a": 1}}]}, "objects of stage config are not a list"),
