@@ -117,6 +117,11 @@ def build_report(
     failed = [p["name"] for p in checked if p["status"] == "failed"]
     failed += ["data %s" % d["name"] for d in data if d["outcome"] == "failed"]
     failed += ["state %s" % s["name"] for s in state if s["outcome"] == "failed"]
+    # A phase with no record did not run: after a failure that is expected; without one, the run
+    # stopped somewhere nothing recorded it (a host gone), and it must not read as done.
+    not_run = [name for name in PHASES if name not in {p["name"] for p in checked}]
+    if not_run and not failed:
+        failed += ["%s (not run)" % name for name in not_run]
     report = {
         "schema": REPORT_SCHEMA,
         "run_id": run_id,
@@ -127,6 +132,7 @@ def build_report(
         "target_node": target_node or plan.get("target_node", ""),
         "outcome": "failed" if failed else ("partial" if any(s["outcome"] == "cold-start" for s in state) else "succeeded"),
         "failures": failed,
+        "not_run": not_run,
         "failed_at": _iso(failure),
         "started_at": _iso(start),
         "finished_at": _iso(end),
@@ -191,6 +197,9 @@ def headline(report: t.Mapping[str, t.Any]) -> str:
         line += "; %d started without their in-memory state" % cold
     if report["failures"]:
         line += "; failed: %s" % ", ".join(report["failures"])
+    not_run = [name for name in report.get("not_run", []) if "%s (not run)" % name not in report["failures"]]
+    if not_run:
+        line += "; not run: %s" % ", ".join(not_run)
     return line + "."
 
 
@@ -210,7 +219,8 @@ def render_markdown(report: t.Mapping[str, t.Any]) -> str:
         report["failed_node"], report["failed_at"], report["started_at"], report["finished_at"]), ""]
     lines += ["## Time per phase (RTO %s)" % human_duration(report["rto_seconds"]), ""]
     lines += _table(["phase", "status", "time", "detail"],
-                    ([p["name"], p["status"], human_duration(p.get("seconds")), p["detail"]] for p in report["phases"]))
+                    [[p["name"], p["status"], human_duration(p.get("seconds")), p["detail"]] for p in report["phases"]]
+                    + [[name, "not run", "", "the run stopped before it"] for name in report.get("not_run", [])])
     if report["rpo"]:
         lines += ["", "## Age of the backups used (RPO)", ""]
         lines += _table(["data", "taken at", "lost before the failure"],

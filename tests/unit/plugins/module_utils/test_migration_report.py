@@ -85,3 +85,17 @@ def test_bad_phases_are_refused(phases, problem):
 
 def test_human_duration():
     assert [human_duration(s) for s in (None, 0.25, 5, 65, 3725)] == ["—", "250ms", "5s", "1m 05s", "1h 02m"]
+
+
+def test_phases_that_did_not_run_are_named_and_never_read_as_succeeded():
+    after_failure = report(phases=PHASES[:3] + [{"name": "resources", "status": "failed", "started_at": "2026-11-25T03:02:30Z",
+                                                 "finished_at": "2026-11-25T03:02:31Z", "detail": "refused"}], state=[])
+    assert after_failure["outcome"] == "failed" and after_failure["failures"] == ["resources"]
+    assert after_failure["not_run"] == ["data", "state", "scale-up"]
+    assert headline(after_failure).endswith("; failed: resources; not run: data, state, scale-up.")
+    assert "| scale-up | not run |  | the run stopped before it |" in render_markdown(after_failure)
+
+    unrecorded = report(phases=PHASES[:4], state=[])  # nothing failed, yet data, state and scale-up left no record
+    assert unrecorded["outcome"] == "failed"
+    assert unrecorded["failures"] == ["data (not run)", "state (not run)", "scale-up (not run)"]
+    assert headline(unrecorded).endswith("; failed: data (not run), state (not run), scale-up (not run).")
