@@ -43,7 +43,12 @@ import typing as t
 from urllib.parse import quote
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils.errors import MigrationError
-from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabulary import APPLY_ANNOTATION, APPLY_IF_ABSENT, SCHEMA as PLAN_SCHEMA
+from ansible_collections.hybridcloud.migration.plugins.module_utils.plan.vocabulary import (
+    APPLY_ANNOTATION,
+    APPLY_IF_ABSENT,
+    RUN_ID_KEY,
+    SCHEMA as PLAN_SCHEMA,
+)
 
 try:
     import kubernetes.client.exceptions
@@ -520,7 +525,7 @@ class StageResult:
         return {
             "name": self.name, "objects": self.objects,
             "created": self.count("created"), "updated": self.count("updated"),
-            "unchanged": self.count("unchanged"), "failed": self.count("failed"),
+            "unchanged": self.count("unchanged"), "conflicts": self.count("conflict"), "failed": self.count("failed"),
             "apply_seconds": round(self.apply_seconds, 3), "waited_seconds": round(self.waited_seconds, 3),
             "seconds": round(self.seconds, 3), "notes": list(self.notes),
         }
@@ -532,6 +537,7 @@ def summarize(stages: t.Sequence[StageResult], seconds: float) -> dict[str, t.An
     totals: dict[str, t.Any] = {"stages": len(stages), "objects": objects, "seconds": round(seconds, 3)}
     for action in ("created", "updated", "unchanged", "failed"):
         totals[action] = sum(stage.count(action) for stage in stages)
+    totals["conflicts"] = sum(stage.count("conflict") for stage in stages)
     totals["waited_seconds"] = round(sum(stage.waited_seconds for stage in stages), 3)
     totals["objects_per_second"] = round(objects / seconds, 1) if seconds > 0 else 0.0
     return totals
@@ -812,6 +818,22 @@ class Settings:
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
     kind_timeouts: dict[str, t.Any] = dataclasses.field(default_factory=dict)
     workers: int = 8
+    # Take over objects that exist in the target without this run's label (otherwise left alone).
+    adopt: bool = False
+
+
+def foreign(manifest: t.Mapping[str, t.Any], live: t.Optional[t.Mapping[str, t.Any]]) -> bool:
+    """Whether ``live`` is an object of the target that this run did not create: the manifest carries
+    the run's label (plans of migration_plan do) and the live object does not carry the same value."""
+    run_id = ((manifest.get("metadata") or {}).get("labels") or {}).get(RUN_ID_KEY)
+    if not run_id or live is None:
+        return False
+    return ((live.get("metadata") or {}).get("labels") or {}).get(RUN_ID_KEY) != run_id
+
+
+def conflict_note(run_id: str) -> str:
+    return ("it exists in the target without this run's label %s=%s: left alone (not applied, never scaled up or deleted "
+            "by migrate_back); adopt=true takes it over" % (RUN_ID_KEY, run_id))
 
 
 class RestoreFailed(MigrationError):
@@ -865,6 +887,7 @@ class Restorer(_ClusterWork):
             "objects": [result.as_dict() for stage in done for result in stage.results],
             "totals": summarize(done, self.clock() - started),
             "notes": ["%s: %s" % (result.ident, result.note) for stage in done for result in stage.results if result.note],
+            "conflicts": [str(result.ident) for stage in done for result in stage.results if result.action == "conflict"],
         }
         if failed is not None:
             report["failed_stage"] = failed.name
@@ -961,6 +984,11 @@ class Restorer(_ClusterWork):
             item.live = item.before  # the target's own object: never taken over
             item.result.action = "unchanged"
             item.result.note = "the target has its own: left as it is (%s: %s)" % (APPLY_ANNOTATION, APPLY_IF_ABSENT)
+            return
+        if not self.settings.adopt and foreign(item.manifest, item.before):
+            item.live = item.before
+            item.result.action = "conflict"
+            item.result.note = conflict_note(str(item.manifest["metadata"]["labels"][RUN_ID_KEY]))
             return
         manifest, note = keep_live_scale(item.manifest, item.before)
         manifest, image_note = keep_checkpoint_images(manifest, item.before)
@@ -1084,8 +1112,12 @@ class Restorer(_ClusterWork):
 class ScaleUp(_ClusterWork):
     """state=scaled: set replicas (or unsuspend), drop the migration annotations, wait for the pods."""
 
-    def run(self, items: t.Sequence[t.Mapping[str, t.Any]]) -> dict[str, t.Any]:
+    _run_id = ""
+
+    def run(self, items: t.Sequence[t.Mapping[str, t.Any]], run_id: str = "") -> dict[str, t.Any]:
+        """Scale ``items`` up; with ``run_id``, only the workloads that run created (the label says)."""
         started = self.clock()
+        self._run_id = run_id
         parsed = [scale_target(item, partial=True) for item in items]  # validates every item before touching anything
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, self.settings.workers), thread_name_prefix="scale") as pool:
             results = list(pool.map(self._one, zip(parsed, items)))
@@ -1096,6 +1128,7 @@ class ScaleUp(_ClusterWork):
             "totals": {
                 "objects": len(results), "scaled": sum(1 for r in results if r["action"] == "scaled"),
                 "unchanged": sum(1 for r in results if r["action"] == "unchanged"),
+                "conflicts": sum(1 for r in results if r["action"] == "conflict"),
                 "failed": sum(1 for r in results if r["action"] == "failed"), "seconds": round(seconds, 3),
             },
         }
@@ -1120,6 +1153,9 @@ class ScaleUp(_ClusterWork):
             before = self.cluster.get(ref, ident.namespace, ident.name)
             if before is None:
                 raise ApiError(404, "it does not exist in the target cluster (run the restore, state=present, first)")
+            if self._run_id and not self.settings.adopt and foreign({"metadata": {"labels": {RUN_ID_KEY: self._run_id}}}, before):
+                result.update(action="conflict", note=conflict_note(self._run_id), seconds=0.0)
+                return result
             target = scale_target(item, before)  # the annotation may supply the value
             if target.field == "schedulingGates":
                 return self._ungate(ref, target, before, result, began)

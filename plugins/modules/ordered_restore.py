@@ -133,10 +133,25 @@ options:
     default: hybridcloud.migration
   force_conflicts:
     description:
-      - Take over fields another field manager owns (server-side apply C(force)). The plan is what
-        the restore must produce; set V(false) to fail on such a conflict instead.
+      - Take over fields another field manager owns (server-side apply C(force)) in the objects
+        this run applies. The plan is what the restore must produce; set V(false) to fail on such
+        a conflict instead.
     type: bool
     default: true
+  adopt:
+    description:
+      - What to do with an object of the plan that already exists in the target without this
+        run's label C(migration.hybridcloud.io/run-id) (an object the target had before, or one
+        another run created).
+      - V(false) leaves it alone, as a conflict, in the result's C(conflicts) and C(objects)
+        (action V(conflict)): it is not applied, the scale-up (O(state=scaled)) does not scale it,
+        and C(migrate_back.yml), which deletes only objects with the run's label, never deletes it.
+      - V(true) applies the plan over it and labels it, so it becomes the run's (and
+        C(migrate_back.yml) deletes it).
+      - Only plans whose objects carry the run's label (those of M(hybridcloud.migration.migration_plan))
+        are checked; hand-written stages are applied as given.
+    type: bool
+    default: false
   wait:
     description:
       - Wait per kind before the next stage (and, with O(state=scaled), for the pods to be available).
@@ -261,6 +276,9 @@ stages:
     unchanged:
       description: Objects already as the plan says.
       type: int
+    conflicts:
+      description: Objects left alone because the target had them without this run's label (see O(adopt)).
+      type: int
     failed:
       description: Objects refused (the run stops at the first stage with one).
       type: int
@@ -281,19 +299,25 @@ objects:
   description:
     - One item per object attempted, with C(stage), C(kind), C(api_version), C(namespace), C(name)
       and C(action); C(error) when it failed; C(note) when something about it is worth knowing.
-    - O(state=present) actions are V(created), V(updated), V(unchanged) or V(failed).
-    - O(state=scaled) actions are V(scaled), V(unchanged) or V(failed), with C(replicas) or C(suspend)
+    - O(state=present) actions are V(created), V(updated), V(unchanged), V(conflict) (see O(adopt)) or V(failed).
+    - O(state=scaled) actions are V(scaled), V(unchanged), V(conflict) or V(failed), with C(replicas) or C(suspend)
       as set, their C(before) value and C(seconds) including the wait for the pods.
   returned: always
   type: list
   elements: dict
   sample:
     - {stage: network, kind: Service, api_version: v1, namespace: shop, name: web, action: created}
+conflicts:
+  description: The objects left alone because the target already had them without this run's label (see O(adopt)).
+  returned: when O(state=present)
+  type: list
+  elements: str
+  sample: ["ConfigMap shop/web-settings"]
 totals:
   description:
-    - Counts over every stage reached (C(objects), C(created), C(updated), C(unchanged), C(failed),
-      C(stages)), C(seconds), C(waited_seconds) and C(objects_per_second).
-    - For O(state=scaled), C(objects), C(scaled), C(unchanged), C(failed) and C(seconds).
+    - Counts over every stage reached (C(objects), C(created), C(updated), C(unchanged), C(conflicts),
+      C(failed), C(stages)), C(seconds), C(waited_seconds) and C(objects_per_second).
+    - For O(state=scaled), C(objects), C(scaled), C(unchanged), C(conflicts), C(failed) and C(seconds).
   returned: always
   type: dict
 notes:
@@ -341,6 +365,7 @@ def main() -> None:
         scale_up=dict(type="list", elements="dict"),
         field_manager=dict(type="str", default=restore.DEFAULT_FIELD_MANAGER),
         force_conflicts=dict(type="bool", default=True),
+        adopt=dict(type="bool", default=False),
         wait=dict(type="bool", default=True),
         wait_timeout=dict(type="int", default=restore.DEFAULT_WAIT_TIMEOUT),
         kind_timeouts=dict(type="dict", default={}),
@@ -377,10 +402,11 @@ def main() -> None:
             wait_timeout=params["wait_timeout"],
             kind_timeouts=params["kind_timeouts"],
             workers=params["workers"],
+            adopt=params["adopt"],
         )
         cluster = restore.Cluster(make_k8s_client(K8sSettings.from_params(params)), params["request_timeout"], params["workers"])
         if params["state"] == "scaled":
-            result = restore.ScaleUp(cluster, settings).run(plan.scale_up)
+            result = restore.ScaleUp(cluster, settings).run(plan.scale_up, plan.run_id)
         else:
             result = restore.Restorer(cluster, settings).run(plan)
     except MigrationError as err:

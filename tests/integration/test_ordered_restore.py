@@ -369,6 +369,42 @@ def test_scale_up_sets_replicas_removes_the_annotation_and_a_rerun_leaves_them_u
     assert rescaled["changed"] is False and {o["action"] for o in rescaled["objects"]} == {"unchanged"}
 
 
+def test_what_the_target_had_without_the_run_label_is_left_alone_unless_adopted(lab: Lab, ns: str) -> None:
+    """A namespace, a ConfigMap and a Deployment of the plan's names already in the target, not this run's."""
+    plan = make_plan(ns, lab.nodes(CLOUD)[0])
+    client = dynamic(lab)
+    client.resources.get(api_version="v1", kind="Namespace").create(body={"metadata": {"name": ns}})
+    client.resources.get(api_version="v1", kind="ConfigMap").create(namespace=ns, body={
+        "metadata": {"name": "settings"}, "data": {"MODE": "theirs"}})
+    theirs = {"spec": {"containers": [{"name": "app", "image": "registry.example/theirs:1"}]}, "metadata": {"labels": {"app": "web"}}}
+    client.resources.get(api_version="apps/v1", kind="Deployment").create(namespace=ns, body={
+        "metadata": {"name": "web"}, "spec": {"replicas": 1, "selector": labels("web"), "template": theirs}})
+
+    first = restore(lab, plan=plan)
+    assert first.get("failed") is not True, first.run.output
+    conflicts = [f"Namespace {ns}", f"ConfigMap {ns}/settings", f"Deployment {ns}/web"]
+    assert sorted(first["conflicts"]) == sorted(conflicts) and first["totals"]["conflicts"] == 3
+    found = actions(first)
+    assert [key for key, action in found.items() if action == "conflict"] == [f"Namespace /{ns}", f"ConfigMap {ns}/settings", f"Deployment {ns}/web"]
+    assert {action for key, action in found.items() if action != "conflict"} == {"created"}
+    settings = read(lab, "v1", "ConfigMap", "settings", ns)
+    assert settings and settings["data"] == {"MODE": "theirs"} and "migration.hybridcloud.io/run-id" not in (settings["metadata"].get("labels") or {})
+    web = read(lab, "apps/v1", "Deployment", "web", ns)
+    assert web and web["spec"]["replicas"] == 1 and web["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/theirs:1"
+
+    scaled = restore(lab, plan=plan, state="scaled", kind_timeouts={"default": 120})
+    assert scaled.get("failed") is not True, scaled.run.output
+    assert {o["name"]: o["action"] for o in scaled["objects"]} == {"web": "conflict", "db": "scaled"}
+    web = read(lab, "apps/v1", "Deployment", "web", ns)
+    assert web and web["spec"]["replicas"] == 1 and REPLICAS not in (web["metadata"].get("annotations") or {})
+
+    adopted = restore(lab, plan=plan, adopt=True)
+    assert adopted.get("failed") is not True and adopted["conflicts"] == [], adopted.run.output
+    settings = read(lab, "v1", "ConfigMap", "settings", ns)
+    assert settings and settings["data"] == {"MODE": "restored", "LEVEL": "3"}
+    assert settings["metadata"]["labels"]["migration.hybridcloud.io/run-id"] == ns
+
+
 def test_a_bare_pod_waits_behind_its_gate_until_scale_up_and_a_rerun_leaves_it_ungated(lab: Lab, ns: str) -> None:
     gate = "migration.hybridcloud.io/restore"
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "tool", "namespace": ns}, "spec": {

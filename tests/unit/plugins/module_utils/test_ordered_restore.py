@@ -390,15 +390,15 @@ def stage_with(name, *actions, errors=()):
 
 def test_stage_and_total_counts():
     first = stage_with("namespaces", "created")
-    second = stage_with("config", "created", "unchanged", "updated", "unchanged")
+    second = stage_with("config", "created", "unchanged", "updated", "unchanged", "conflict")
     assert first.as_dict() == {
-        "name": "namespaces", "objects": 1, "created": 1, "updated": 0, "unchanged": 0, "failed": 0,
+        "name": "namespaces", "objects": 1, "created": 1, "updated": 0, "unchanged": 0, "conflicts": 0, "failed": 0,
         "apply_seconds": 0.5, "waited_seconds": 0.25, "seconds": 1.0, "notes": [],
     }
     assert second.changed and not stage_with("x", "unchanged", "unchanged").changed
     totals = restore.summarize([first, second], 2.0)
-    assert totals == {"stages": 2, "objects": 5, "seconds": 2.0, "created": 2, "updated": 1, "unchanged": 2, "failed": 0,
-                      "waited_seconds": 0.5, "objects_per_second": 2.5}
+    assert totals == {"stages": 2, "objects": 6, "seconds": 2.0, "created": 2, "updated": 1, "unchanged": 2, "failed": 0,
+                      "conflicts": 1, "waited_seconds": 0.5, "objects_per_second": 3.0}
     assert restore.summarize([], 0)["objects_per_second"] == 0.0
 
 
@@ -489,3 +489,13 @@ def test_a_pod_ungated_already_is_applied_without_the_gate():
     assert kept["spec"]["schedulingGates"] == [{"name": "other"}] and "stays removed" in note
     assert manifest["spec"]["schedulingGates"][0]["name"] == restore.RESTORE_GATE  # the plan is left as it was
     assert restore.keep_live_scale(manifest, {"spec": {"schedulingGates": [{"name": restore.RESTORE_GATE}]}}) == (manifest, "")
+
+
+def test_an_object_is_foreign_when_it_lacks_the_plans_run_label():
+    planned = {"metadata": {"name": "web", "labels": {restore.RUN_ID_KEY: "w3-to-cloud"}}}
+    assert restore.foreign(planned, {"metadata": {"name": "web"}})  # the target's own
+    assert restore.foreign(planned, {"metadata": {"labels": {restore.RUN_ID_KEY: "w1-to-cloud"}}})  # another run's
+    assert not restore.foreign(planned, {"metadata": {"labels": {restore.RUN_ID_KEY: "w3-to-cloud"}}})  # an earlier attempt of this run
+    assert not restore.foreign(planned, None)  # not there yet
+    assert not restore.foreign({"metadata": {"name": "web"}}, {"metadata": {"name": "web"}})  # hand-written stages: applied as given
+    assert "adopt=true takes it over" in restore.conflict_note("w3-to-cloud")
