@@ -42,7 +42,7 @@ def read_plan(store: CatalogStore, plans_prefix: str, cluster: str, run_id: str)
     if raw is None:
         raise MigrationError(
             "Run %s of cluster %s has no plan at s3://%s/%s" % (run_id, cluster, store.bucket, key),
-            "give the run id migrate.yml used (its report names it; default <failed node>-to-<target cluster>) and the source cluster's name",
+            "give the run id migrate.yml used (its report's title names it: <failed node>-to-<target cluster>-<when it failed>) and the source cluster's name",
         )
     plan = parse_plan(raw, "s3://%s/%s" % (store.bucket, key), run_id)
     return {"plan": plan, "plan_key": key, "summary": summarize_plan(plan)}

@@ -51,7 +51,10 @@ def migrated(lab, s3_server, moto_server, velero_server, tmp_path_factory) -> It
 
 
 def run_id(site: Site) -> str:
-    return f"{site.failed}-to-cloud"
+    """migrate.yml's default run id names the failure (the node's Ready transition); its report says it."""
+    found = json.loads((site.workdir / "report/report.json").read_text())["run_id"]
+    assert found.startswith(f"{site.failed}-to-cloud-") and found[-1] == "z", found
+    return found
 
 
 def migrate_back(site: Site, check: bool = False, **extra: Any) -> Run:

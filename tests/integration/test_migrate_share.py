@@ -66,7 +66,8 @@ def migrate(site: SpreadSite, check: bool = False, inventory: Path | None = None
 
 
 def migrate_back(site: SpreadSite, **extra: Any) -> Run:
-    extra_vars = {"hcm_migration_run_id": f"{site.failed}-to-cloud", "hcm_report_dir": str(site.workdir / "report-back"), **extra}
+    run_id = json.loads((site.workdir / "report/report.json").read_text())["run_id"]  # migrate.yml's default: it names the failure
+    extra_vars = {"hcm_migration_run_id": run_id, "hcm_report_dir": str(site.workdir / "report-back"), **extra}
     return run_playbook(REPO / "playbooks/migrate_back.yml", inventory=return_node_inventory(site), extra_vars=extra_vars)
 
 
