@@ -148,6 +148,13 @@ class Plan:
     secret_data: dict[str, t.Any] = dataclasses.field(default_factory=dict)
 
     @property
+    def stamped_run_id(self) -> str:
+        """The run id, when the plan's objects carry it as their label (plans of migration_plan do);
+        only then are live objects without it someone else's (hand-written stages are applied as given)."""
+        stamped = any(((m.get("metadata") or {}).get("labels") or {}).get(RUN_ID_KEY) == self.run_id for s in self.stages for m in s.objects)
+        return self.run_id if self.run_id and stamped else ""
+
+    @property
     def crd_kinds(self) -> set[tuple[str, str]]:
         """(group, kind) of every custom resource kind a CRD of this plan defines."""
         kinds = set()

@@ -406,7 +406,7 @@ def main() -> None:
         )
         cluster = restore.Cluster(make_k8s_client(K8sSettings.from_params(params)), params["request_timeout"], params["workers"])
         if params["state"] == "scaled":
-            result = restore.ScaleUp(cluster, settings).run(plan.scale_up, plan.run_id)
+            result = restore.ScaleUp(cluster, settings).run(plan.scale_up, plan.stamped_run_id)
         else:
             result = restore.Restorer(cluster, settings).run(plan)
     except MigrationError as err:

@@ -97,7 +97,8 @@ def test_restores_the_bytes_into_the_rehomed_path_once(snapshot, s3_server):
     assert first.returncode == 0, failures(first, "cloud-worker-9")
     ran = [line for line in commands.seen if "restic" in line and " restore " in line]
     assert ran, "the sampling saw restic run"
-    assert [line for line in commands.seen if s3_server.secret_key in line or PASSWORD in line] == [], "a secret on a command line"
+    ours = [line for line in commands.seen if not line.startswith(str(s3_server.argv[0]))]  # the lab's S3 server gets its key on its own
+    assert [line for line in ours if s3_server.secret_key in line or PASSWORD in line] == [], "a secret on a command line"
     node = snapshot["node"]
     assert tree(node / "mnt/disks/db") == tree(snapshot["data"])
     assert not (node / "etc/hybridcloud-migration/restore-restic-password").exists()

@@ -499,3 +499,11 @@ def test_an_object_is_foreign_when_it_lacks_the_plans_run_label():
     assert not restore.foreign(planned, None)  # not there yet
     assert not restore.foreign({"metadata": {"name": "web"}}, {"metadata": {"name": "web"}})  # hand-written stages: applied as given
     assert "adopt=true takes it over" in restore.conflict_note("w3-to-cloud")
+
+
+def test_only_a_plan_whose_objects_carry_its_run_label_checks_scale_up_targets():
+    stamped = restore.load_plan({"run_id": "r1", "stages": [{"name": "w", "objects": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "a", "labels": {restore.RUN_ID_KEY: "r1"}}}]}]})
+    by_hand = restore.load_plan({"run_id": "r1", "stages": [{"name": "w", "objects": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "a"}}]}]})
+    assert (stamped.stamped_run_id, by_hand.stamped_run_id) == ("r1", "")
