@@ -154,7 +154,8 @@ def test_refusals_name_the_problem(backed_up):
 
 def test_report_of_a_run_is_written_beside_its_plan(backed_up, s3_server, tmp_path):
     planned = plan(backed_up)
-    phases = [{"name": "plan", "started_at": planned["plan"]["created_at"], "finished_at": planned["plan"]["created_at"]}]
+    at = planned["plan"]["created_at"]
+    phases = [{"name": name, "started_at": at, "finished_at": at} for name in ("plan", "provision", "join", "resources", "data", "state", "scale-up")]
     written = run_module("migration_report", {
         **backed_up["s3"], "run_id": "plan-test", "cluster": "onprem", "failed_node": backed_up["failed"], "target_cluster": "cloud",
         "target_cloud": "aws", "phases": phases, "plan": planned["plan"], "backups": planned["plan"]["backups"]["taken_at"],
