@@ -144,7 +144,7 @@ options:
         run's label C(migration.hybridcloud.io/run-id) (an object the target had before, or one
         another run created).
       - V(false) leaves it alone, as a conflict, in the result's C(conflicts) and C(objects)
-        (action V(conflict)): it is not applied, the scale-up (O(state=scaled)) does not scale it,
+        (action V(conflict)); it is not applied, the scale-up (O(state=scaled)) does not scale it,
         and C(migrate_back.yml), which deletes only objects with the run's label, never deletes it.
       - V(true) applies the plan over it and labels it, so it becomes the run's (and
         C(migrate_back.yml) deletes it).
