@@ -229,9 +229,13 @@ class CatalogKeys:
     def latest(self) -> str:
         return self.base + "latest.json"
 
-    def entry_id_of(self, key: str) -> str | None:
-        """The id in an entries/ key, or None for anything else."""
-        name = key[len(self.base + "entries/"):] if key.startswith(self.base + "entries/") else ""
+    def committed(self, entry_id: str) -> str:
+        """The record a writer leaves last, once its entry is whole and latest has been decided."""
+        return "%scommitted/%s.json" % (self.base, entry_id)
+
+    def entry_id_of(self, key: str, folder: str = "entries/") -> str | None:
+        """The id in an entries/ (or ``folder``) key, or None for anything else."""
+        name = key[len(self.base + folder):] if key.startswith(self.base + folder) else ""
         entry_id = name[: -len(".json")] if name.endswith(".json") else ""
         return entry_id if _ID_RE.match(entry_id) else None
 

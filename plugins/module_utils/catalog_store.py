@@ -146,12 +146,46 @@ class CatalogStore:
             raise CatalogContentError("%s: %s" % (key, err.problem), err.fix) from None
 
     def latest(self, cluster: str, node: str | None) -> dict[str, t.Any] | None:
-        """The latest complete entry, verified against the pointer's sha256, or None."""
+        """The latest complete entry, verified against its recorded sha256, or None."""
         keys = self.keys(cluster, node)
+        chosen = self.latest_id(keys)
+        return None if chosen is None else self.read_entry(keys, *chosen)
+
+    def latest_id(self, keys: catalog.CatalogKeys) -> tuple[str, str] | None:
+        """(entry id, sha256) of the latest complete entry.
+
+        Two writers of one scope can race (every control-plane host writes ``_etcd``; the timer
+        and ``backup_now.yml`` write ``_velero``): each compares its entry with the pointer it
+        read, so the one that writes the pointer last wins, older or not. So the pointer only
+        breaks ties: a writer's last step is a commit record per entry, and the newest committed
+        entry (ids start with their second) is latest; in one second, the one the pointer names.
+        A write that failed before its commit record never becomes latest. A catalog without
+        commit records (written before they existed) is read by its pointer alone.
+        """
         pointer = self.read_pointer(keys)
-        if pointer is None:
-            return None
-        return self.read_entry(keys, pointer["entry_id"], pointer["sha256"])
+        committed = self.committed_ids(keys)
+        if not committed:
+            return (pointer["entry_id"], pointer["sha256"]) if pointer else None
+        second = committed[-1][:16]
+        tied = [entry_id for entry_id in committed if entry_id[:16] == second]
+        chosen = pointer["entry_id"] if pointer and pointer["entry_id"] in tied else tied[-1]
+        if pointer and pointer["entry_id"] == chosen:
+            return chosen, pointer["sha256"]
+        record = self._get(keys.committed(chosen), "reading %s" % keys.committed(chosen))
+        try:
+            return chosen, str(json.loads(record or b"")["sha256"])
+        except (ValueError, KeyError, TypeError):
+            raise CatalogContentError("%s is not a commit record" % keys.committed(chosen), "run a backup again") from None
+
+    def committed_ids(self, keys: catalog.CatalogKeys) -> list[str]:
+        """Ids of the entries whose writers finished, oldest first."""
+        found = []
+        for page in self._list(keys.base + "committed/", "listing %scommitted/" % keys.base):
+            for obj in page.get("Contents", []):
+                entry_id = keys.entry_id_of(obj["Key"], "committed/")
+                if entry_id:
+                    found.append(entry_id)
+        return sorted(found)
 
     def describe(
         self,
@@ -343,6 +377,13 @@ class CatalogStore:
                 }
                 self._put(keys.latest, catalog.canonical_json(new_pointer),
                           "moving %s to entry %s" % (keys.latest, entry_id), consequence)
+        if self._get(keys.committed(entry_id), "reading %s" % keys.committed(entry_id), consequence) is None:
+            result["changed"] = True
+            if not check_mode:
+                record = {"schema_version": catalog.SCHEMA_VERSION, "entry_id": entry_id, "sha256": digest,
+                          "created_at": entry["created_at"], "committed_at": catalog.format_time(catalog.utcnow())}
+                self._put(keys.committed(entry_id), catalog.canonical_json(record),
+                          "committing entry %s (%s)" % (entry_id, keys.committed(entry_id)), consequence)
         return result
 
     def _publish_entry(self, keys: catalog.CatalogKeys, entry_id: str, body: bytes, digest: str,
@@ -385,8 +426,11 @@ class CatalogStore:
         """
         if keep_last is not None and keep_last < 1:
             raise MigrationError("keep_last must be at least 1", "set keep_last to 1 or more, or leave it out")
-        pointer = self.read_pointer(keys, strict=False)
-        protected = pointer["entry_id"] if pointer else None
+        try:
+            protected = (self.latest_id(keys) or (None, None))[0]
+        except CatalogContentError:
+            pointer = self.read_pointer(keys, strict=False)
+            protected = pointer["entry_id"] if pointer else None
         newest_first = list(reversed(self.entry_ids(keys)))
         doomed = []
         for rank, entry_id in enumerate(newest_first):
@@ -400,11 +444,20 @@ class CatalogStore:
                 if (now - obj["LastModified"]).total_seconds() > catalog.STALE_TMP_SECONDS:
                     doomed.append(obj["Key"])
         if doomed and not check_mode:
-            self.delete_keys(doomed, "deleting %d old catalog entries under %s" % (len(doomed), keys.base))
+            self.delete_entries(keys, doomed, "deleting %d old catalog entries under %s" % (len(doomed), keys.base))
         return doomed
+
+    def delete_entries(self, keys: catalog.CatalogKeys, doomed: t.Sequence[str], doing: str) -> None:
+        """Delete entry keys (and temporary ones), each entry's commit record first: a reader never
+        meets a commit record whose entry is gone."""
+        commits = [keys.committed(entry_id) for entry_id in filter(None, map(keys.entry_id_of, doomed))]
+        self.delete_keys(commits, doing + " (their commit records)")
+        self.delete_keys(doomed, doing)
 
     def delete_keys(self, doomed: t.Sequence[str], doing: str) -> None:
         """Delete catalog keys in batches of 1,000 (the S3 limit); refusals are errors."""
+        if not doomed:
+            return
         with self._errors(doing):
             for start in range(0, len(doomed), 1000):
                 batch = [{"Key": key} for key in doomed[start:start + 1000]]

@@ -241,11 +241,11 @@ def prune(
 ) -> list[str]:
     """Retention, plus the entries that name a backup Velero no longer has (never latest's)."""
     pruned = store.prune(keys, keep_last, max_age, now, check_mode=check_mode)
-    pointer = store.read_pointer(keys, strict=False)
+    latest = store.latest_id(keys)
     gone = []
     for entry_id in store.entry_ids(keys):
         key = keys.entry(entry_id)
-        if key in pruned or (pointer and pointer["entry_id"] == entry_id):
+        if key in pruned or (latest and latest[0] == entry_id):
             continue
         try:
             names = recorded_names(store.read_entry(keys, entry_id))
@@ -254,5 +254,5 @@ def prune(
         if any(name not in existing for name in names):
             gone.append(key)
     if gone and not check_mode:
-        store.delete_keys(gone, "deleting %d catalog entries whose Velero backups expired" % len(gone))
+        store.delete_entries(keys, gone, "deleting %d catalog entries whose Velero backups expired" % len(gone))
     return pruned + gone

@@ -116,6 +116,40 @@ def test_of_two_entries_made_in_the_same_second_the_one_written_last_is_latest(s
     assert seen["nodes"][0]["latest"]["id"] == written[-1]["entry_id"]
 
 
+def test_racing_writers_never_move_latest_back(s3_server, s3_bucket):
+    """Writer A (the newer backup) and writer B (an older one) of one scope, interleaved at every step:
+    both read no pointer; A writes all the way; B publishes its entry, moves the pointer back to it and commits."""
+    from ansible_collections.hybridcloud.migration.plugins.module_utils import catalog
+    from ansible_collections.hybridcloud.migration.plugins.module_utils.catalog_store import CatalogStore
+    from ansible_collections.hybridcloud.migration.plugins.module_utils.s3_client import S3Settings, make_s3_client
+
+    settings = S3Settings(endpoint_url=s3_server.endpoint_url, access_key=s3_server.access_key, secret_key=s3_server.secret_key,
+                          region=s3_server.region)
+    store = CatalogStore(make_s3_client(settings), settings, s3_bucket)
+    artifact = {"resources": [put_artifact(s3_server, s3_bucket)]}
+    older = catalog.build_entry("onprem", "_etcd", artifact, created_at=catalog.parse_time("2026-12-01T02:00:00Z", "t"))
+    newer = catalog.build_entry("onprem", "_etcd", artifact, created_at=catalog.parse_time("2026-12-01T03:00:00Z", "t"))
+    keys = store.keys("onprem", "_etcd")
+    assert store.read_pointer(keys) is None  # what B read before it wrote: no latest yet, so it will move it
+
+    assert store.write(newer)["latest_updated"] is True  # A, all the way
+    body = catalog.canonical_json(older)
+    digest = catalog.sha256_hex(body)
+    store._publish_entry(keys, older["id"], body, digest, "")  # B's steps, from the pointer it read
+    assert store.latest("onprem", "_etcd")["id"] == newer["id"], "B's entry is whole, not committed"
+    store.write_json(keys.latest, {"schema_version": 1, "entry_id": older["id"], "key": keys.entry(older["id"]), "sha256": digest,
+                                   "created_at": older["created_at"]}, "B moves latest")
+    assert json.loads(bucket_state(s3_server, s3_bucket)[keys.latest])["entry_id"] == older["id"], "the pointer went back"
+    assert store.latest("onprem", "_etcd")["id"] == newer["id"], "a pointer that went back does not make latest go back"
+    store.write_json(keys.committed(older["id"]), {"schema_version": 1, "entry_id": older["id"], "sha256": digest,
+                                                   "created_at": older["created_at"]}, "B commits")
+    assert store.committed_ids(keys) == [older["id"], newer["id"]]
+    seen = info(s3_server, s3_bucket, cluster="onprem", node="_etcd")
+    assert seen["nodes"][0]["latest"]["id"] == newer["id"] and seen["latest"]["id"] == newer["id"]
+    # The next writer of the scope puts the pointer right again (it is newer than the one named).
+    assert write(s3_server, s3_bucket, node="_etcd")["latest_updated"] is True
+
+
 def test_check_mode_reports_the_change_and_writes_nothing(s3_server, s3_bucket):
     data = {"resources": [put_artifact(s3_server, s3_bucket)]}
     before = bucket_state(s3_server, s3_bucket)

@@ -378,7 +378,8 @@ def test_storage_dying_at_the_catalog_write_leaves_the_previous_entry_latest(nod
         after = latest_entry(server, bucket, node.name)
         assert after is not None and after["id"] > before["id"]
         assert entries_listed(server, bucket, node.name) == [
-            f"catalog/{CLUSTER}/{node.name}/entries/{after['id']}.json", f"catalog/{CLUSTER}/{node.name}/latest.json"]
+            f"catalog/{CLUSTER}/{node.name}/committed/{after['id']}.json", f"catalog/{CLUSTER}/{node.name}/entries/{after['id']}.json",
+            f"catalog/{CLUSTER}/{node.name}/latest.json"]
         assert sorted(s["id"] for s in snapshots(setup)) == sorted(named_snapshots(after))
 
 
