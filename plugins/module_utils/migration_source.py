@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import tempfile
 import typing as t
 
 from ansible_collections.hybridcloud.migration.plugins.module_utils import catalog
@@ -44,10 +45,6 @@ class _HashingReader:
         self.digest.update(chunk)
         self.size += len(chunk)
         return t.cast(bytes, chunk)
-
-    def drain(self) -> None:
-        for chunk in iter(lambda: self.read(1024 * 1024), b""):
-            del chunk
 
 
 def plan_key(prefix: str, cluster: str, run_id: str) -> str:
@@ -93,21 +90,25 @@ def read_velero_objects(store: CatalogStore, entry: t.Mapping[str, t.Any]) -> tu
                                  "record Velero backups with the velero_catalog module or role")
         bucket, key = where
         label = "Velero backup %s (s3://%s/%s)" % (artifact["name"], bucket, key)
-        with store.errors("reading %s" % label):
-            try:
-                body = store.client.get_object(Bucket=bucket, Key=key)["Body"]
-            except Exception as err:  # pylint: disable=broad-exception-caught  # boto3 and SigV4 errors differ
-                if is_missing(err):
-                    raise MigrationError("%s is gone from the storage" % label,
-                                         "Velero deleted it (TTL) after it was recorded; run playbooks/backup_now.yml on the "
-                                         "source if it still runs, or pick an older catalog entry") from err
-                raise
-            reader = _HashingReader(body)
-            tarball = read_tarball(reader, label=label)
-            reader.drain()
-        if artifact.get("sha256") and reader.digest.hexdigest() != artifact["sha256"]:
-            raise MigrationError("%s does not match the sha256 the catalog recorded" % label,
-                                 "the tarball changed or is damaged; record the backups again (velero_catalog) and re-run")
+        # Into a temporary file first, hashed on the way: only the tarball the catalog recorded is parsed.
+        with tempfile.TemporaryFile(prefix="hcm-velero-") as copy:
+            with store.errors("reading %s" % label):
+                try:
+                    body = store.client.get_object(Bucket=bucket, Key=key)["Body"]
+                except Exception as err:  # pylint: disable=broad-exception-caught  # boto3 and SigV4 errors differ
+                    if is_missing(err):
+                        raise MigrationError("%s is gone from the storage" % label,
+                                             "Velero deleted it (TTL) after it was recorded; run playbooks/backup_now.yml on the "
+                                             "source if it still runs, or pick an older catalog entry") from err
+                    raise
+                reader = _HashingReader(body)
+                for chunk in iter(lambda: reader.read(1024 * 1024), b""):
+                    copy.write(chunk)
+            if artifact.get("sha256") and reader.digest.hexdigest() != artifact["sha256"]:
+                raise MigrationError("%s does not match the sha256 the catalog recorded" % label,
+                                     "the tarball changed or is damaged; record the backups again (velero_catalog) and re-run")
+            copy.seek(0)
+            tarball = read_tarball(copy, label=label)
         warnings.extend(tarball.warnings)
         for obj in tarball.objects:
             meta = obj.get("metadata") or {}

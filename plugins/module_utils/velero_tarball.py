@@ -36,6 +36,10 @@ SUPPORTED_MAJOR = "1"
 PREFERRED_SUFFIX = "-preferredversion"
 # A Kubernetes object is at most ~1.5 MiB (etcd's request limit); anything much larger is no object.
 MAX_MEMBER_BYTES = 32 * 1024 * 1024
+# A cluster's backup is far below these; a small crafted tarball (a gzip bomb of many members)
+# must not take the controller's memory: reading stops with an error past either.
+MAX_TOTAL_BYTES = 4 * 1024 * 1024 * 1024
+MAX_MEMBERS = 2_000_000
 
 Source = t.Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", t.BinaryIO, t.IO[bytes]]
 
@@ -90,23 +94,25 @@ def parse_member_path(path: str) -> ItemPath | None:
     return None
 
 
-def read_tarball(source: Source, *, label: str = "the backup tarball", max_member_bytes: int = MAX_MEMBER_BYTES) -> VeleroTarball:
+def read_tarball(source: Source, *, label: str = "the backup tarball", max_member_bytes: int = MAX_MEMBER_BYTES,
+                 max_total_bytes: int = MAX_TOTAL_BYTES, max_members: int = MAX_MEMBERS) -> VeleroTarball:
     """Every object of a Velero backup tarball, in its preferred version.
 
     ``source`` is the tarball's bytes, a path, or a binary file object read front to back (an S3
     ``StreamingBody`` will do). ``label`` names it in errors (an ``s3://`` location, say).
     Raises ``MigrationError`` when it is no (complete) Velero tarball or a member is no JSON object.
     """
+    limits = _Limits(max_member_bytes, max_total_bytes, max_members)
     if isinstance(source, (bytes, bytearray, memoryview)):
-        return _read_stream(io.BytesIO(bytes(source)), label, max_member_bytes)
+        return _read_stream(io.BytesIO(bytes(source)), label, limits)
     if isinstance(source, (str, os.PathLike)):
         try:
             with open(source, "rb") as stream:
-                return _read_stream(stream, label, max_member_bytes)
+                return _read_stream(stream, label, limits)
         except OSError as err:
             raise MigrationError("Cannot read %s (%s): %s" % (label, os.fspath(source), err.strerror or err),
                                  "check the path and its permissions") from err
-    return _read_stream(source, label, max_member_bytes)
+    return _read_stream(source, label, limits)
 
 
 def read_objects(source: Source, *, label: str = "the backup tarball") -> list[dict[str, t.Any]]:
@@ -122,7 +128,21 @@ def _not_velero(label: str, detail: str) -> MigrationError:
     )
 
 
-def _read_stream(stream: t.Any, label: str, max_member_bytes: int) -> VeleroTarball:
+@dataclasses.dataclass(frozen=True)
+class _Limits:
+    member_bytes: int
+    total_bytes: int
+    members: int
+
+
+def _too_large(label: str, what: str) -> MigrationError:
+    return MigrationError("%s is larger than a cluster's backup can be: %s" % (label, what),
+                          "check that it is the Velero backup tarball the catalog recorded (its sha256 is checked first); "
+                          "a genuine one this large needs read_tarball's limits raised")
+
+
+def _read_stream(stream: t.Any, label: str, limits: _Limits) -> VeleroTarball:
+    max_member_bytes = limits.member_bytes
     preferred: dict[tuple[str, str, str], dict[str, t.Any]] = {}
     unversioned: dict[tuple[str, str, str], tuple[ItemPath, bytes]] = {}
     format_version = ""
@@ -131,10 +151,16 @@ def _read_stream(stream: t.Any, label: str, max_member_bytes: int) -> VeleroTarb
     reader = _GunzipReader(stream)
     try:
         with tarfile.open(fileobj=reader, mode="r|") as archive:
+            total = 0
             for member in archive:
                 members += 1
+                if members > limits.members:
+                    raise _too_large(label, "more than %d members" % limits.members)
                 if not member.isfile():
                     continue
+                total += member.size
+                if total > limits.total_bytes:
+                    raise _too_large(label, "more than %d bytes unpacked" % limits.total_bytes)
                 name = member.name[2:] if member.name.startswith("./") else member.name
                 if name == "metadata/version":
                     format_version = _read_member(archive, member, label, 4096).decode("utf-8", "replace").strip()

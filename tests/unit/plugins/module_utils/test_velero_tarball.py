@@ -192,6 +192,20 @@ def test_a_member_larger_than_any_object_is_refused_before_it_is_read():
     assert len(reader.read_objects(data)) == 1
 
 
+def test_a_tarball_of_too_many_members_or_bytes_is_refused_as_it_is_read():
+    """A small crafted archive (a gzip bomb of many members) stops at the limits, not in memory."""
+    config = json.dumps(cluster.obj("v1", "ConfigMap", "c", "shop", data={"v": "x" * 2000})).encode()
+    members = [("metadata/version", b"1.1.0\n")] + [("resources/configmaps/namespaces/shop/c%d.json" % i, config) for i in range(50)]
+    data = tarball(members)
+    assert len(data) < 20000 and len(reader.read_objects(data)) == 50
+    with pytest.raises(MigrationError) as many:
+        reader.read_tarball(data, label="s3://dr/b1.tar.gz", max_members=20)
+    assert many.value.problem == "s3://dr/b1.tar.gz is larger than a cluster's backup can be: more than 20 members"
+    assert "sha256 is checked first" in many.value.fix
+    with pytest.raises(MigrationError, match="more than 50000 bytes unpacked"):
+        reader.read_tarball(data, max_total_bytes=50000)
+
+
 def test_a_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(MigrationError) as caught:
         reader.read_tarball(tmp_path / "nope.tar.gz")
