@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import signal
 import sys
 import typing as t
 
@@ -53,6 +54,16 @@ def single_run(lock_file: str) -> t.Iterator[None]:
         yield
 
 
+class Stopped(MigrationError):
+    """SIGTERM (the unit's timeout, ``systemctl stop``, a shutdown) ends the run like a failure, so
+    its clean-ups run: a checkpoint archive holds every memory page of a container."""
+
+
+def _stop(signum: int, _frame: t.Any) -> None:
+    raise Stopped("Stopped by %s (the unit's timeout, systemctl stop or a shutdown)" % signal.Signals(signum).name,
+                  "the catalog still names the previous backup; the next run makes a new one (raise the unit's timeout if it ran out)")
+
+
 def agent_main(
     prog: str,
     description: str,
@@ -66,6 +77,7 @@ def agent_main(
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     log = logging.getLogger(prog)
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         result = run(args.config)
     except MigrationError as err:
@@ -74,5 +86,7 @@ def agent_main(
     except (OSError, ValueError, KeyError) as err:
         log.error("backup FAILED (the catalog was not touched): %s: %s", type(err).__name__, err)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     log.info("backup complete: catalog entry %s (latest: %s)", result["entry_id"], "moved" if result["latest_updated"] else "unchanged")
     return 0
