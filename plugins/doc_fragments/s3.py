@@ -76,6 +76,18 @@ options:
       - Seconds to wait for an answer from the storage server.
     type: float
     default: 60.0
+  sse:
+    description:
+      - Server-side encryption of every object written (catalog entries, plans, reports, etcd snapshots).
+      - V(AES256) encrypts with keys the storage manages (SSE-S3), V(aws:kms) with a KMS key (SSE-KMS, see
+        O(sse_kms_key_id)). Leave out to rely on the bucket's default encryption, if any.
+      - Reading needs nothing more, but with V(aws:kms) the readers' credentials need C(kms:Decrypt) on the key.
+    type: str
+    choices: [AES256, aws:kms]
+  sse_kms_key_id:
+    description:
+      - The KMS key (id, ARN or alias) for O(sse=aws:kms); left out, the account's default key for S3.
+    type: str
 requirements:
   - boto3 >= 1.35.0
 notes:

@@ -69,7 +69,7 @@ class CatalogStore:
     def _put(self, key: str, body: bytes, doing: str, consequence: str) -> None:
         with self._errors(doing, consequence):
             self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json"
+                Bucket=self.bucket, Key=key, Body=body, ContentType="application/json", **self.settings.write_args()
             )
 
     # Other documents kept beside the catalog (migration plans and reports) use the same helpers.
@@ -393,7 +393,7 @@ class CatalogStore:
         self._check_copy(tmp_key, digest, consequence)
         with self._errors("copying %s to %s" % (tmp_key, final_key), consequence):
             self.client.copy_object(
-                Bucket=self.bucket, Key=final_key, CopySource={"Bucket": self.bucket, "Key": tmp_key}
+                Bucket=self.bucket, Key=final_key, CopySource={"Bucket": self.bucket, "Key": tmp_key}, **self.settings.write_args()
             )
         self._check_copy(final_key, digest, consequence)
         with self._errors("removing the temporary entry %s" % tmp_key, consequence):

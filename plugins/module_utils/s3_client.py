@@ -39,6 +39,9 @@ ENV_FALLBACKS: dict[str, tuple[str, ...]] = {
     "ca_bundle": ("AWS_CA_BUNDLE",),
 }
 
+# Server-side encryption of what the collection writes: S3-managed keys, or a KMS key.
+SSE_MODES = ("AES256", "aws:kms")
+
 # Ansible argument spec matching doc_fragments/s3.py.
 S3_ARG_SPEC: dict[str, dict[str, t.Any]] = dict(
     endpoint_url=dict(type="str", aliases=["s3_url"]),
@@ -53,6 +56,8 @@ S3_ARG_SPEC: dict[str, dict[str, t.Any]] = dict(
     max_attempts=dict(type="int", default=5),
     connect_timeout=dict(type="float", default=10.0),
     read_timeout=dict(type="float", default=60.0),
+    sse=dict(type="str", choices=list(SSE_MODES)),
+    sse_kms_key_id=dict(type="str"),
 )
 
 
@@ -72,6 +77,8 @@ class S3Settings:
     max_attempts: int = 5
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    sse: str | None = None
+    sse_kms_key_id: str | None = None
 
     @classmethod
     def from_params(
@@ -106,6 +113,17 @@ class S3Settings:
             )
         if self.max_attempts < 1:
             raise MigrationError("max_attempts must be at least 1", "set max_attempts to 1 or more")
+        if self.sse is not None and self.sse not in SSE_MODES:
+            raise MigrationError("sse %r is not a server-side encryption of S3" % self.sse, "use AES256 or aws:kms, or leave it out")
+        if self.sse_kms_key_id and self.sse != "aws:kms":
+            raise MigrationError("sse_kms_key_id is set but sse is %r" % self.sse, "set sse to aws:kms to encrypt with that KMS key")
+
+    def write_args(self) -> dict[str, str]:
+        """What every object the collection writes carries (boto3's names): the server-side encryption asked for."""
+        found = {"ServerSideEncryption": self.sse} if self.sse else {}
+        if self.sse_kms_key_id:
+            found["SSEKMSKeyId"] = self.sse_kms_key_id
+        return found
 
     @property
     def endpoint_label(self) -> str:

@@ -69,6 +69,17 @@ def _quote(text: str, safe: str = "/") -> str:
     return urllib.parse.quote(text, safe=safe + "-_.~")
 
 
+_SSE_HEADERS = {"ServerSideEncryption": "x-amz-server-side-encryption", "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id"}
+
+
+def _sse_headers(encryption: t.Mapping[str, str]) -> dict[str, str]:
+    """boto3's encryption arguments as the request headers they become (signed with the rest)."""
+    unknown = sorted(set(encryption) - set(_SSE_HEADERS))
+    if unknown:
+        raise TypeError("unexpected arguments: %s" % ", ".join(unknown))
+    return {_SSE_HEADERS[name]: value for name, value in encryption.items() if value}
+
+
 class SigV4Client:
     """S3 over http(s) with SigV4, path-style, retries with full jitter on 5xx and connection errors."""
 
@@ -211,19 +222,21 @@ class SigV4Client:
         headers, data = self._request("GetObject", "GET", Bucket, Key)[1:]
         return {"Body": _Body(data), "ContentLength": len(data), "ETag": headers.get("etag", "")}
 
-    def put_object(self, Bucket: str, Key: str, Body: bytes, ContentType: str = "application/octet-stream") -> dict[str, t.Any]:  # noqa: N803
-        headers = self._request("PutObject", "PUT", Bucket, Key, body=Body, headers={"content-type": ContentType})[1]
+    def put_object(self, Bucket: str, Key: str, Body: bytes, ContentType: str = "application/octet-stream",  # noqa: N803
+                   **encryption: str) -> dict[str, t.Any]:
+        headers = self._request("PutObject", "PUT", Bucket, Key, body=Body, headers={"content-type": ContentType, **_sse_headers(encryption)})[1]
         return {"ETag": headers.get("etag", "")}
 
-    def upload_file(self, Filename: str, Bucket: str, Key: str, Sha256: str) -> dict[str, t.Any]:  # noqa: N803
+    def upload_file(self, Filename: str, Bucket: str, Key: str, Sha256: str, **encryption: str) -> dict[str, t.Any]:  # noqa: N803
         """Stream a file to ``Key``; ``Sha256`` (hex) is signed as the payload hash (AWS S3 checks it; rclone does not)."""
         body = _FileBody(Filename, os.path.getsize(Filename), Sha256)
-        headers = self._request("PutObject", "PUT", Bucket, Key, body=body, headers={"content-type": "application/octet-stream"})[1]
+        headers = self._request("PutObject", "PUT", Bucket, Key, body=body,
+                                headers={"content-type": "application/octet-stream", **_sse_headers(encryption)})[1]
         return {"ETag": headers.get("etag", "")}
 
-    def copy_object(self, Bucket: str, Key: str, CopySource: t.Mapping[str, str]) -> dict[str, t.Any]:  # noqa: N803
+    def copy_object(self, Bucket: str, Key: str, CopySource: t.Mapping[str, str], **encryption: str) -> dict[str, t.Any]:  # noqa: N803
         source = "/%s/%s" % (CopySource["Bucket"], _quote(CopySource["Key"]))
-        data = self._request("CopyObject", "PUT", Bucket, Key, headers={"x-amz-copy-source": source})[2]
+        data = self._request("CopyObject", "PUT", Bucket, Key, headers={"x-amz-copy-source": source, **_sse_headers(encryption)})[2]
         # S3 may answer 200 with an error document when a copy fails part-way.
         if b"<Error>" in data:
             raise self._error(500, data, "CopyObject")

@@ -205,7 +205,8 @@ def main() -> None:
                 with s3_errors(settings, "uploading the report", params["bucket"], "the report files were written to %s" % params["dest"]):
                     for key, (name, body) in zip(keys, documents.items()):
                         content_type = "application/json" if name.endswith(".json") else "text/markdown; charset=utf-8"
-                        client.put_object(Bucket=params["bucket"], Key=key, Body=body.encode("utf-8"), ContentType=content_type)
+                        client.put_object(Bucket=params["bucket"], Key=key, Body=body.encode("utf-8"), ContentType=content_type,
+                                          **settings.write_args())
     except MigrationError as err:
         module.fail_json(**err.fail_json_kwargs())
     except OSError as err:

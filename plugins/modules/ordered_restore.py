@@ -111,6 +111,13 @@ options:
         description: Seconds to wait for an answer from the storage server.
         type: float
         default: 60.0
+      sse:
+        description: Server-side encryption of objects written (this module only reads).
+        type: str
+        choices: [AES256, aws:kms]
+      sse_kms_key_id:
+        description: The KMS key for O(storage.sse=aws:kms).
+        type: str
   stages:
     description:
       - The stages alone, a list of C(name) and C(objects) (full manifests), applied in this order.

@@ -104,3 +104,35 @@ def test_files_are_streamed_whole_and_their_sha256_signed(s3_server, s3_bucket, 
     digest = hashlib.sha256(snapshot.read_bytes()).hexdigest()
     client.upload_file(str(snapshot), s3_bucket, "etcd/onprem/snap.db", digest)
     assert hashlib.sha256(s3_server.client().get_object(Bucket=s3_bucket, Key="etcd/onprem/snap.db")["Body"].read()).hexdigest() == digest
+
+
+def test_both_clients_have_every_object_they_write_encrypted_by_the_storage(moto_server, tmp_path):
+    """moto keeps the server-side encryption each object was written with, as AWS S3 does (rclone ignores it)."""
+    from ansible_collections.hybridcloud.migration.plugins.module_utils.s3_client import make_s3_client
+
+    s3 = moto_server.client("s3")
+    bucket = "sse-" + os.urandom(4).hex()
+    s3.create_bucket(Bucket=bucket)
+    body = b"velero tarball stand-in\n" * 100
+    s3.put_object(Bucket=bucket, Key="velero/backups/b1/b1.tar.gz", Body=body)
+    artifact = {"name": "b1.tar.gz", "location": "s3://%s/velero/backups/b1/b1.tar.gz" % bucket, "size": len(body),
+                "sha256": hashlib.sha256(body).hexdigest()}
+    for name, make, sse in (("boto3", make_s3_client, {"sse": "aws:kms", "sse_kms_key_id": "alias/hcm-backups"}),
+                            ("stdlib", make_stdlib_s3_client, {"sse": "AES256"})):
+        settings = S3Settings(endpoint_url=moto_server.endpoint_url, access_key="testing", secret_key="testing", region=moto_server.region, **sse)
+        store = CatalogStore(make(settings), settings, bucket)
+        entry = catalog.build_entry("onprem", "worker-" + name, {"resources": [artifact]})
+        assert store.write(entry)["latest_updated"] is True
+        keys = store.keys("onprem", "worker-" + name)
+        for key in (keys.entry(entry["id"]), keys.latest, keys.committed(entry["id"])):
+            head = s3.head_object(Bucket=bucket, Key=key)
+            assert head.get("ServerSideEncryption") == sse["sse"], (name, key, head)
+            assert head.get("SSEKMSKeyId", "").endswith(sse.get("sse_kms_key_id", "")) if "sse_kms_key_id" in sse else "SSEKMSKeyId" not in head
+        assert store.latest("onprem", "worker-" + name)["id"] == entry["id"]
+
+    snapshot = tmp_path / "etcd.db"  # the etcd agent's upload, with the standard-library client
+    snapshot.write_bytes(os.urandom(4096))
+    settings = S3Settings(endpoint_url=moto_server.endpoint_url, access_key="testing", secret_key="testing", region=moto_server.region, sse="AES256")
+    make_stdlib_s3_client(settings).upload_file(str(snapshot), bucket, "etcd/onprem/etcd.db", hashlib.sha256(snapshot.read_bytes()).hexdigest(),
+                                                **settings.write_args())
+    assert s3.head_object(Bucket=bucket, Key="etcd/onprem/etcd.db")["ServerSideEncryption"] == "AES256"

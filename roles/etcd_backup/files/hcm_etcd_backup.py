@@ -102,7 +102,7 @@ def run(settings: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
             log.info("step 2: uploading %s (%d bytes, %d keys, revision %s) to s3://%s/%s",
                      name, size, status["total_keys"], status["revision"], s3["bucket"], key)
             with s3_errors(s3_settings, "uploading the snapshot to %s" % key, s3["bucket"], "the catalog's latest etcd entry is unchanged"):
-                client.upload_file(path, s3["bucket"], key, sha256)
+                client.upload_file(path, s3["bucket"], key, sha256, **s3_settings.write_args())
         finally:
             for leftover in (path, path + ".part"):
                 if os.path.exists(leftover):

@@ -96,3 +96,14 @@ def test_unrelated_exceptions_pass_through():
     with pytest.raises(KeyError):
         with s3_errors(settings, "x", "b"):
             raise KeyError("bug")
+
+
+def test_server_side_encryption_is_asked_of_every_write():
+    assert S3Settings().write_args() == {}
+    assert S3Settings(sse="AES256").write_args() == {"ServerSideEncryption": "AES256"}
+    assert S3Settings(sse="aws:kms", sse_kms_key_id="alias/backups").write_args() == {
+        "ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/backups"}
+    with pytest.raises(MigrationError, match="use AES256 or aws:kms"):
+        S3Settings.from_params({"sse": "aes"})
+    with pytest.raises(MigrationError, match="set sse to aws:kms"):
+        S3Settings.from_params({"sse": "AES256", "sse_kms_key_id": "alias/backups"})
