@@ -32,9 +32,17 @@ help:
 
 # The demo last: the user's own entry point, run as a user runs it (it is also the end-to-end test
 # from a real node to a real node).
+# The Debian roots the tests use are built in the background meanwhile the Go builds, lint, sanity
+# and unit tests run (debootstrap waits on the network and the disk, the builds on the CPU).
 test: deps
-	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory lint sanity units integration molecule demo; \
+	@start=$$(date +%s); mkdir -p $(BUILD); \
+	PYTHONPATH=$(REPO):$(COLLECTIONS) $(BIN)/python tests/tools/prebuild_roots.py > $(BUILD)/debian-roots.log 2>&1 & roots=$$!; \
+	trap 'kill $$roots 2>/dev/null || true' EXIT; \
+	$(MAKE) --no-print-directory lab-build lab-build-velero lab-build-packer lab-build-containerd lint sanity units; \
+	echo "[make test $$(date +%H:%M:%S)] waiting for the Debian roots (tests/tools/prebuild_roots.py, log $(BUILD)/debian-roots.log)"; \
+	wait $$roots || echo "make test: a Debian root could not be built ahead (its tests build it again and say why): $(BUILD)/debian-roots.log"; \
+	cat $(BUILD)/debian-roots.log; \
+	$(MAKE) --no-print-directory integration molecule demo; \
 	echo "make test: all layers passed in $$(( $$(date +%s) - start ))s (after install)"
 
 deps: venv system-packages collections collection-link sanity-bootstrap
