@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
 
 import yaml
 
@@ -37,3 +38,10 @@ def test_the_shops_counter_is_the_labs_counter():
     documents = yaml.safe_load((DEMO / "manifests/shop.yml").read_text())["items"]
     counter_deployment = next(d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "counter")
     assert counter_deployment["spec"]["template"]["spec"]["containers"][0]["command"][-1] == counter.SCRIPT
+
+
+def test_make_demo_without_go_stops_before_installing_anything_and_names_the_fix():
+    checked = subprocess.run(["make", "-s", "demo-checks", "GO=/nonexistent/go"], cwd=REPO, capture_output=True, text=True, check=False)
+    assert checked.returncode != 0
+    assert "make demo: no Go toolchain (looked for /nonexistent/go)" in checked.stderr
+    assert "Fix: install Go >= 1.26 or set GO=/path/to/go." in checked.stderr
