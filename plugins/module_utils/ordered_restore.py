@@ -829,11 +829,15 @@ class Settings:
     adopt: bool = False
 
 
+# What the target's controllers make in every namespace as soon as it exists: never another owner's.
+NAMESPACE_DEFAULTS = frozenset((("ServiceAccount", "default"), ("ConfigMap", "kube-root-ca.crt")))
+
+
 def foreign(manifest: t.Mapping[str, t.Any], live: t.Optional[t.Mapping[str, t.Any]]) -> bool:
     """Whether ``live`` is an object of the target that this run did not create: the manifest carries
     the run's label (plans of migration_plan do) and the live object does not carry the same value."""
     run_id = ((manifest.get("metadata") or {}).get("labels") or {}).get(RUN_ID_KEY)
-    if not run_id or live is None:
+    if not run_id or live is None or (manifest.get("kind"), (manifest.get("metadata") or {}).get("name")) in NAMESPACE_DEFAULTS:
         return False
     return ((live.get("metadata") or {}).get("labels") or {}).get(RUN_ID_KEY) != run_id
 

@@ -499,6 +499,9 @@ def test_an_object_is_foreign_when_it_lacks_the_plans_run_label():
     assert not restore.foreign(planned, None)  # not there yet
     assert not restore.foreign({"metadata": {"name": "web"}}, {"metadata": {"name": "web"}})  # hand-written stages: applied as given
     assert "adopt=true takes it over" in restore.conflict_note("w3-to-cloud")
+    # The namespace's default ServiceAccount, made by the target the moment the plan's namespace exists.
+    default_sa = {"kind": "ServiceAccount", "metadata": {"name": "default", "labels": {restore.RUN_ID_KEY: "w3-to-cloud"}}}
+    assert not restore.foreign(default_sa, {"metadata": {"name": "default"}})
 
 
 def test_only_a_plan_whose_objects_carry_its_run_label_checks_scale_up_targets():
